@@ -1,0 +1,307 @@
+//! Assembly: build the state from settings, bind the listener, spawn the background tasks, serve
+//! until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use metrics::Histogram;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::avatars::{AvatarSettings, Avatars, DefaultChoice};
+use crate::cache::{DiskTier, Lifetimes};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::imaging;
+use crate::keys::{KeyDeriver, UserKey, load_or_create_secret};
+use crate::repo::Repo;
+use crate::repo::sqlite::SqliteRepo;
+use crate::upstream::{Fetcher, Upstreams};
+
+/// Shared application state: one `Arc`, cloned into every handler.
+#[derive(Clone)]
+pub struct AppState(Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+/// Everything handlers need.
+pub struct App {
+    /// Effective settings.
+    pub settings: Arc<Settings>,
+    /// The resolver and its caches.
+    pub avatars: Avatars,
+    /// User id → public key.
+    pub keys: KeyDeriver,
+    /// SHA-256 of each service API key (compared in constant time).
+    pub api_key_digests: Vec<[u8; 32]>,
+    /// Base of the URLs handed out, without a trailing slash.
+    pub public_base_url: String,
+    /// Metadata store.
+    pub repo: Arc<dyn Repo>,
+    /// Time, injectable for tests.
+    pub clock: Arc<dyn Clock>,
+    /// Metric handles registered once (the hot path only records).
+    pub metrics: Metrics,
+}
+
+/// Pre-registered metric handles.
+pub struct Metrics {
+    /// Renders `/metrics`.
+    pub prometheus: PrometheusHandle,
+    /// Latency of `/avatar` responses.
+    pub serve_latency: Histogram,
+}
+
+impl App {
+    /// The public URL of a key's avatar, with `?v=` when the version is known.
+    pub fn avatar_url(&self, key: &UserKey, version: Option<&str>) -> String {
+        match version {
+            Some(v) => format!("{}/avatar/{key}?v={v}", self.public_base_url),
+            None => format!("{}/avatar/{key}", self.public_base_url),
+        }
+    }
+
+    /// URL of the default image for records without a usable id.
+    pub fn anonymous_avatar_url(&self) -> String {
+        format!("{}/avatar/anonymous", self.public_base_url)
+    }
+
+    /// Refresh the gauges of cache sizes (called when metrics are scraped).
+    pub fn publish_gauges(&self) {
+        let (memory_bytes, memory_entries) = self.avatars.memory_usage();
+        let disk = self.avatars.disk();
+        metrics::gauge!("avatar_cache_bytes", "tier" => "memory").set(memory_bytes as f64);
+        metrics::gauge!("avatar_cache_entries", "tier" => "memory").set(memory_entries as f64);
+        metrics::gauge!("avatar_cache_bytes", "tier" => "disk").set(disk.weighted_size() as f64);
+        metrics::gauge!("avatar_cache_entries", "tier" => "disk").set(disk.entry_count() as f64);
+    }
+}
+
+/// A built application, bound to its listener, ready to run.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Application {
+    /// Build with the system clock.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Build with an injected clock (tests control time with it).
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let prometheus = crate::telemetry::prometheus();
+        let dir = settings.cache.dir.clone();
+        crate::fsutil::create_private_dir(&dir).with_context(|| {
+            format!(
+                "cannot create the cache directory (cache.dir = {})",
+                dir.display()
+            )
+        })?;
+        let secret = load_or_create_secret(&settings.server.key_secret, &dir)
+            .context("cannot read or create the key secret in the cache directory")?;
+
+        let database_url = if settings.database.url.is_empty() {
+            format!("sqlite://{}", dir.join("avatar-proxy.db").display())
+        } else {
+            settings.database.url.expose().to_owned()
+        };
+        let repo: Arc<dyn Repo> = Arc::new(
+            SqliteRepo::connect(&database_url)
+                .await
+                .context("cannot open the metadata database (database.url)")?,
+        );
+
+        let disk_budget = settings.cache.max_size_mb.saturating_mul(1024 * 1024);
+        let disk = DiskTier::open(&dir.join("cache"), disk_budget)
+            .context("cannot open the disk cache")?;
+        let limits = imaging::Limits {
+            max_pixels: settings.images.max_pixels,
+            ..imaging::Limits::default()
+        };
+        let upstreams = Upstreams::from_settings(&settings).map_err(anyhow::Error::msg)?;
+        let fetcher = Fetcher::new(
+            upstreams,
+            settings.upstream.timeout,
+            settings.upstream.connect_timeout,
+            settings.cache.max_concurrent_downloads,
+            settings.images.max_image_bytes,
+            limits,
+        )
+        .context("cannot build the HTTP client")?;
+        let workers = match settings.images.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let default = DefaultChoice::parse(&settings.images.default_image)
+            .context("images.default_image is invalid")?;
+        let avatars = Avatars::new(
+            AvatarSettings {
+                sizes: settings.sorted_sizes(),
+                default_size: settings.images.default_size,
+                default,
+                lifetimes: Lifetimes {
+                    ttl: settings.cache.fresh_for(),
+                    grace: settings.cache.stale_for(),
+                },
+                negative_ttl: settings.cache.negative_ttl,
+                limits,
+            },
+            settings.cache.memory_mb.saturating_mul(1024 * 1024),
+            disk.clone(),
+            fetcher,
+            repo.clone(),
+            clock.clone(),
+            workers,
+        );
+
+        let addr = settings.listen_addr().map_err(anyhow::Error::msg)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (server.listen)"))?;
+        let local = listener.local_addr()?;
+        let public_base_url = if settings.server.public_base_url.is_empty() {
+            format!("http://{local}")
+        } else {
+            settings
+                .server
+                .public_base_url
+                .trim_end_matches('/')
+                .to_owned()
+        };
+
+        let state = AppState(Arc::new(App {
+            api_key_digests: settings
+                .server
+                .api_keys
+                .iter()
+                .map(|k| Sha256::digest(k.expose().trim().as_bytes()).into())
+                .collect(),
+            keys: KeyDeriver::new(&secret),
+            public_base_url,
+            repo,
+            clock,
+            avatars,
+            metrics: Metrics {
+                prometheus,
+                serve_latency: metrics::histogram!("avatar_serve_duration_seconds"),
+            },
+            settings: Arc::new(settings),
+        }));
+
+        let rebuild = tokio::task::spawn_blocking({
+            let disk = disk.clone();
+            move || {
+                let entries = disk.rebuild();
+                tracing::info!(entries, "disk cache index rebuilt");
+            }
+        });
+        let cleanup = tokio::spawn(cleanup_loop(state.clone()));
+        Ok(Self {
+            listener,
+            state,
+            background: vec![
+                tokio::spawn(async move {
+                    let _ = rebuild.await;
+                }),
+                cleanup,
+            ],
+        })
+    }
+
+    /// The bound address (port 0 in tests becomes a real port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The state (tests reach the key deriver through it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serve until SIGTERM or Ctrl-C.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run(shutdown_signal()).await
+    }
+
+    /// Serve until `shutdown` completes, then finish in-flight requests.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let router = crate::routes::router(self.state.clone());
+        tracing::info!(address = %self.local_addr(), base_url = %self.state.public_base_url, "avatar-proxy listening");
+        let result = axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        for task in self.background {
+            task.abort();
+        }
+        tracing::info!("avatar-proxy stopped");
+        result
+    }
+}
+
+/// Periodic housekeeping: orphaned cache content and temp files, gauges.
+async fn cleanup_loop(state: AppState) {
+    let period = state
+        .settings
+        .cache
+        .cleanup_interval
+        .max(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let disk = state.avatars.disk().clone();
+        let removed =
+            tokio::task::spawn_blocking(move || disk.collect_garbage(Duration::from_secs(600)))
+                .await
+                .unwrap_or(0);
+        if removed > 0 {
+            tracing::info!(removed, "cache cleanup removed orphaned files");
+        }
+        state.publish_gauges();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}

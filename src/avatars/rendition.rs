@@ -1,0 +1,147 @@
+//! A response ready to serve: bytes plus every header value built once, when it enters the
+//! memory tier, so a hit only clones reference-counted handles.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, StatusCode};
+use bytes::Bytes;
+
+use super::request::{DefaultChoice, FormatChoice};
+use crate::cache::memory::Weighted;
+use crate::clock::Millis;
+
+/// Memory-tier key: everything that changes the bytes served.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RenditionKey {
+    /// The key as requested (validated or not: invalid keys get defaults).
+    pub key: String,
+    /// Snapped size.
+    pub size: u32,
+    /// Output format choice.
+    pub format: FormatChoice,
+    /// Default when there is no avatar.
+    pub default: DefaultChoice,
+    /// `f=y`.
+    pub force_default: bool,
+}
+
+/// Where the image came from (`X-Avatar-Source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// The user's upload.
+    Upload,
+    /// The upstream identity provider.
+    Upstream,
+    /// Generated.
+    Default,
+}
+
+impl SourceKind {
+    /// Header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Upload => "upload",
+            Self::Upstream => "upstream",
+            Self::Default => "default",
+        }
+    }
+}
+
+/// How this response was obtained (`X-Cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Memory tier, fresh.
+    HitMemory,
+    /// Built from the disk tier.
+    HitDisk,
+    /// Fetched or generated now.
+    Miss,
+    /// Served past its TTL (refresh running in the background, or the upstream failed).
+    Stale,
+    /// The upstream confirmed the cached copy just now (304).
+    Revalidated,
+}
+
+impl CacheStatus {
+    /// Header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HitMemory => "hit-memory",
+            Self::HitDisk => "hit-disk",
+            Self::Miss => "miss",
+            Self::Stale => "stale",
+            Self::Revalidated => "revalidated",
+        }
+    }
+}
+
+/// A served image (or the `d=404` answer), with its freshness.
+#[derive(Debug)]
+pub struct Rendition {
+    /// 200, or 404 for `d=404` without an avatar.
+    pub status: StatusCode,
+    /// Body.
+    pub bytes: Bytes,
+    /// `Content-Type`.
+    pub content_type: HeaderValue,
+    /// Strong `ETag` of the bytes.
+    pub etag: HeaderValue,
+    /// `Last-Modified`, where known.
+    pub last_modified: Option<HeaderValue>,
+    /// `X-Avatar-Source`.
+    pub source: SourceKind,
+    /// Version fingerprint (`?v=`), where known.
+    pub version: Option<Arc<str>>,
+    /// Disk key of the upstream copy it derives from (for invalidation after a refresh).
+    pub source_key: Option<Arc<str>>,
+    /// Until then, serve from memory as fresh.
+    pub fresh_until: Millis,
+    /// Until then, serve stale while refreshing.
+    pub stale_until: Millis,
+}
+
+impl Weighted for Rendition {
+    fn weight(&self) -> u32 {
+        // Payload plus a fixed estimate of the struct, key and header values.
+        u32::try_from(self.bytes.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(512)
+    }
+}
+
+/// Strong ETag from a hex digest of the bytes.
+pub fn etag_from_digest(hex_digest: &str) -> HeaderValue {
+    let short = &hex_digest[..hex_digest.len().min(32)];
+    HeaderValue::from_str(&format!("\"{short}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+/// Whether an `If-None-Match` header matches `etag` (weak comparison, as RFC 9110 asks for it).
+pub fn etag_matches(if_none_match: &[u8], etag: &HeaderValue) -> bool {
+    let ours = etag.as_bytes();
+    if_none_match
+        .split(|&b| b == b',')
+        .map(|t| t.trim_ascii())
+        .any(|t| t == b"*" || t == ours || t.strip_prefix(b"W/") == Some(ours))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_lists_are_understood() {
+        let etag = etag_from_digest("abcdef0123456789abcdef0123456789ffff");
+        assert_eq!(
+            etag.to_str().expect("ascii"),
+            "\"abcdef0123456789abcdef0123456789\""
+        );
+        assert!(etag_matches(b"\"abcdef0123456789abcdef0123456789\"", &etag));
+        assert!(etag_matches(
+            b"\"x\", W/\"abcdef0123456789abcdef0123456789\"",
+            &etag
+        ));
+        assert!(etag_matches(b"*", &etag));
+        assert!(!etag_matches(b"\"abc\"", &etag));
+    }
+}

@@ -1,0 +1,666 @@
+//! The resolver: one stable URL per user, always the best image there is.
+//!
+//! ```text
+//! serve ─▶ memory tier ── hit, fresh ─────────────────────────────▶ hit-memory
+//!             │ hit, stale → background refresh ──────────────────▶ stale
+//!             │ miss / expired: single flight per rendition key
+//!             ▼
+//!          identity (registry) ─▶ upstream copy (disk tier; fresh │ stale │ expired → fetch,
+//!             │                     single flight per URL, stale-if-error, negative 404s)
+//!             │                  ─▶ variant (disk tier, keyed by source digest, size, format;
+//!             │                     rendered in spawn_blocking under the image semaphore)
+//!             └──────────────────▶ generated default (identicon, mp, initials, blank) or 404
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use super::rendition::{CacheStatus, Rendition, RenditionKey, SourceKind, etag_from_digest};
+use super::request::{DefaultChoice, FormatChoice};
+use crate::cache::disk::EntryMeta;
+use crate::cache::{DiskEntry, DiskTier, Freshness, Lifetimes, MemoryTier, SingleFlight};
+use crate::clock::{Clock, Millis, http_date, millis};
+use crate::imaging::{self, ImageKind};
+use crate::keys::UserKey;
+use crate::repo::{Identity, Repo};
+use crate::upstream::{FetchOutcome, Fetcher, UpstreamError, Validators};
+
+/// The settings the resolver needs.
+#[derive(Debug, Clone)]
+pub struct AvatarSettings {
+    /// Served sizes, ascending.
+    pub sizes: Vec<u32>,
+    /// Size without `?s`.
+    pub default_size: u32,
+    /// Default without `?d`.
+    pub default: DefaultChoice,
+    /// TTL and grace of upstream copies.
+    pub lifetimes: Lifetimes,
+    /// Memory of upstream 404s, and freshness of generated defaults.
+    pub negative_ttl: Duration,
+    /// Decode limits.
+    pub limits: imaging::Limits,
+}
+
+/// A shared result of a rendition build.
+type Built = Result<(Arc<Rendition>, CacheStatus), Arc<ResolveError>>;
+
+/// Faults that leave nothing to show (not even a default image).
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// Generating or encoding an image failed.
+    #[error("image processing failed: {0}")]
+    Imaging(#[from] imaging::ImagingError),
+    /// A blocking task died.
+    #[error("image task failed")]
+    Task,
+}
+
+/// An upstream copy on disk, with how it was obtained.
+#[derive(Clone)]
+struct SourceCopy {
+    key: Arc<str>,
+    entry: DiskEntry,
+    /// The bytes, when just fetched (saves a disk read).
+    bytes: Option<Bytes>,
+    status: CacheStatus,
+}
+
+/// Why an upstream fetch produced no copy.
+#[derive(Debug, Clone)]
+enum FetchFailure {
+    /// 404/410 (remembered for the negative TTL).
+    NotFound,
+    /// Anything else.
+    Failed(Arc<UpstreamError>),
+}
+
+type FetchResult = Result<SourceCopy, FetchFailure>;
+
+struct Inner {
+    settings: AvatarSettings,
+    memory: MemoryTier<RenditionKey, Rendition>,
+    disk: DiskTier,
+    fetcher: Fetcher,
+    repo: Arc<dyn Repo>,
+    clock: Arc<dyn Clock>,
+    /// Registry lookups, so repeated misses of one key do not query the database each time.
+    /// Invalidated on registration; a short TTL bounds drift between replicas.
+    identities: moka::sync::Cache<UserKey, Option<Arc<Identity>>>,
+    /// Upstream URLs that answered 404, until the given time.
+    negative: moka::sync::Cache<Arc<str>, Millis>,
+    renditions: SingleFlight<RenditionKey, Built>,
+    fetches: SingleFlight<Arc<str>, FetchResult>,
+    variants: SingleFlight<String, Result<(Bytes, DiskEntry), Arc<ResolveError>>>,
+    /// Image work at once (decode, resize, encode): CPU-bound, so about one per core.
+    image_permits: Arc<Semaphore>,
+}
+
+/// The avatar service. Cheap to clone.
+#[derive(Clone)]
+pub struct Avatars(Arc<Inner>);
+
+impl Avatars {
+    /// Assemble the resolver.
+    pub fn new(
+        settings: AvatarSettings,
+        memory_budget: u64,
+        disk: DiskTier,
+        fetcher: Fetcher,
+        repo: Arc<dyn Repo>,
+        clock: Arc<dyn Clock>,
+        image_workers: usize,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            settings,
+            memory: MemoryTier::new(memory_budget),
+            disk,
+            fetcher,
+            repo,
+            clock,
+            identities: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+            negative: moka::sync::Cache::builder().max_capacity(100_000).build(),
+            renditions: SingleFlight::default(),
+            fetches: SingleFlight::default(),
+            variants: SingleFlight::default(),
+            image_permits: Arc::new(Semaphore::new(image_workers.max(1))),
+        }))
+    }
+
+    /// Settings in force.
+    pub fn settings(&self) -> &AvatarSettings {
+        &self.0.settings
+    }
+
+    /// The disk tier (readiness, metrics, cleanup).
+    pub fn disk(&self) -> &DiskTier {
+        &self.0.disk
+    }
+
+    /// Memory tier bytes and entries (metrics).
+    pub fn memory_usage(&self) -> (u64, u64) {
+        (self.0.memory.weighted_size(), self.0.memory.entry_count())
+    }
+
+    /// The allow-list.
+    pub fn upstreams(&self) -> &crate::upstream::Upstreams {
+        self.0.fetcher.upstreams()
+    }
+
+    /// Serve a request. The hot path is the first lines: one memory lookup, no I/O.
+    pub async fn serve(
+        &self,
+        key: RenditionKey,
+    ) -> Result<(Arc<Rendition>, CacheStatus), Arc<ResolveError>> {
+        if let Some(hit) = self.0.memory.get(&key) {
+            let now = self.0.clock.now_millis();
+            if now < hit.fresh_until {
+                return Ok((hit, CacheStatus::HitMemory));
+            }
+            if now < hit.stale_until {
+                if let Some(source_key) = &hit.source_key {
+                    self.refresh_in_background(source_key.clone());
+                }
+                return Ok((hit, CacheStatus::Stale));
+            }
+        }
+        let this = self.clone();
+        let flight_key = key.clone();
+        self.0
+            .renditions
+            .run(flight_key, move || async move { this.build(key).await })
+            .await
+            .unwrap_or(Err(Arc::new(ResolveError::Task)))
+    }
+
+    /// Build a rendition from the registry, the caches, the upstream or the defaults.
+    async fn build(&self, rkey: RenditionKey) -> Built {
+        let (rendition, status) = match UserKey::parse(&rkey.key) {
+            None => self.default_rendition(&rkey, None, None).await?,
+            Some(user_key) => {
+                let identity = self.identity(&user_key).await;
+                let name = identity.as_ref().and_then(|i| i.display_name.clone());
+                let url = identity.as_ref().and_then(|i| i.upstream_url.clone());
+                match url {
+                    Some(url) if !rkey.force_default => {
+                        match self.upstream_rendition(&rkey, &url).await {
+                            Some(found) => found,
+                            None => {
+                                self.default_rendition(&rkey, Some(&user_key), name.as_deref())
+                                    .await?
+                            }
+                        }
+                    }
+                    _ => {
+                        self.default_rendition(&rkey, Some(&user_key), name.as_deref())
+                            .await?
+                    }
+                }
+            }
+        };
+        let rendition = Arc::new(rendition);
+        self.0.memory.insert(rkey, rendition.clone());
+        Ok((rendition, status))
+    }
+
+    async fn identity(&self, key: &UserKey) -> Option<Arc<Identity>> {
+        if let Some(found) = self.0.identities.get(key) {
+            return found;
+        }
+        match self.0.repo.identity(key).await {
+            Ok(found) => {
+                let found = found.map(Arc::new);
+                self.0.identities.insert(key.clone(), found.clone());
+                found
+            }
+            Err(e) => {
+                // Serve a default now; do not remember the absence.
+                tracing::error!(error = %e, "registry lookup failed");
+                None
+            }
+        }
+    }
+
+    /// The upstream avatar at the requested size, or `None` when there is none to show.
+    async fn upstream_rendition(
+        &self,
+        rkey: &RenditionKey,
+        url: &str,
+    ) -> Option<(Rendition, CacheStatus)> {
+        let mut copy = self.source(url).await?;
+        let variant = match self.variant(&copy, rkey.size, rkey.format).await {
+            Ok(v) => v,
+            Err(_) if copy.bytes.is_none() => {
+                // The copy on disk vanished or failed its integrity check: fetch it again.
+                copy = self.fetch_shared(url, None).await.ok()?;
+                self.variant(&copy, rkey.size, rkey.format).await.ok()?
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "upstream avatar could not be processed; serving the default");
+                return None;
+            }
+        };
+        let lifetimes = self.0.settings.lifetimes;
+        let meta = &copy.entry.meta;
+        let (bytes, entry) = variant;
+        let last_modified = meta
+            .last_modified
+            .clone()
+            .unwrap_or_else(|| http_date(meta.validated_at));
+        let rendition = Rendition {
+            status: StatusCode::OK,
+            content_type: HeaderValue::from_str(&entry.meta.content_type)
+                .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+            etag: etag_from_digest(&entry.digest()),
+            last_modified: HeaderValue::from_str(&last_modified).ok(),
+            source: SourceKind::Upstream,
+            version: Some(version_of(&copy.entry)),
+            source_key: Some(copy.key.clone()),
+            fresh_until: lifetimes.fresh_until(meta.validated_at),
+            stale_until: lifetimes.stale_until(meta.validated_at),
+            bytes,
+        };
+        Some((rendition, copy.status))
+    }
+
+    /// The upstream copy of `url`, honouring TTL, grace, negative caching and stale-if-error.
+    async fn source(&self, url: &str) -> Option<SourceCopy> {
+        let now = self.0.clock.now_millis();
+        let url_key: Arc<str> = Arc::from(url);
+        if self
+            .0
+            .negative
+            .get(&url_key)
+            .is_some_and(|until| now < until)
+        {
+            return None;
+        }
+        let key = source_key(url);
+        let cached = self.disk_entry(&key).await;
+        let Some(entry) = cached else {
+            return self.fetch_shared(url, None).await.ok();
+        };
+        let copy = |status| SourceCopy {
+            key: key.clone(),
+            entry: entry.clone(),
+            bytes: None,
+            status,
+        };
+        match self
+            .0
+            .settings
+            .lifetimes
+            .classify(entry.meta.validated_at, now)
+        {
+            Freshness::Fresh => Some(copy(CacheStatus::HitDisk)),
+            Freshness::Stale => {
+                self.refresh_in_background(key.clone());
+                Some(copy(CacheStatus::Stale))
+            }
+            Freshness::Expired => {
+                let validators = Validators {
+                    etag: entry.meta.etag.clone(),
+                    last_modified: entry.meta.last_modified.clone(),
+                };
+                match self.fetch_shared(url, Some(validators)).await {
+                    Ok(fresh) => Some(fresh),
+                    Err(FetchFailure::NotFound) => None,
+                    // stale-if-error
+                    Err(FetchFailure::Failed(_)) => Some(copy(CacheStatus::Stale)),
+                }
+            }
+        }
+    }
+
+    /// Index lookup; before the start-up rebuild finished, a direct read of the bucket.
+    async fn disk_entry(&self, key: &str) -> Option<DiskEntry> {
+        if let Some(entry) = self.0.disk.peek(key) {
+            return Some(entry);
+        }
+        if self.0.disk.is_rebuilt() {
+            return None;
+        }
+        self.0.disk.get(key).await.map(|(_, entry)| entry)
+    }
+
+    /// Fetch `url` once for all concurrent callers, store it, and return the copy.
+    async fn fetch_shared(&self, url: &str, validators: Option<Validators>) -> FetchResult {
+        let key = source_key(url);
+        let this = self.clone();
+        let url = url.to_owned();
+        let flight_key = key.clone();
+        self.0
+            .fetches
+            .run(flight_key, move || async move {
+                this.fetch_and_store(key, url, validators).await
+            })
+            .await
+            .unwrap_or_else(|| {
+                Err(FetchFailure::Failed(Arc::new(UpstreamError::Network(
+                    "task failed".into(),
+                ))))
+            })
+    }
+
+    async fn fetch_and_store(
+        &self,
+        key: Arc<str>,
+        url: String,
+        validators: Option<Validators>,
+    ) -> FetchResult {
+        let parsed = url::Url::parse(&url)
+            .map_err(|_| FetchFailure::Failed(Arc::new(UpstreamError::NotAllowed)))?;
+        let outcome = self
+            .0
+            .fetcher
+            .fetch(&parsed, validators.as_ref())
+            .await
+            .map_err(|e| FetchFailure::Failed(Arc::new(e)))?;
+        let now = self.0.clock.now_millis();
+        match outcome {
+            FetchOutcome::Fetched(fetched) => {
+                let meta = EntryMeta {
+                    content_type: kind_content_type(fetched.kind).to_owned(),
+                    validated_at: now,
+                    etag: fetched.validators.etag,
+                    last_modified: fetched.validators.last_modified,
+                    origin: Some(url.clone()),
+                };
+                let entry = self
+                    .0
+                    .disk
+                    .put(&key, fetched.bytes.clone(), meta)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "cannot store an upstream avatar");
+                        FetchFailure::Failed(Arc::new(UpstreamError::Network(
+                            "cache write failed".into(),
+                        )))
+                    })?;
+                Ok(SourceCopy {
+                    key,
+                    entry,
+                    bytes: Some(fetched.bytes),
+                    status: CacheStatus::Miss,
+                })
+            }
+            FetchOutcome::NotModified(fresh) => {
+                let Some(old) = self.0.disk.peek(&key) else {
+                    // Our copy vanished meanwhile: ask again without validators.
+                    return Box::pin(self.fetch_and_store(key, url, None)).await;
+                };
+                let meta = EntryMeta {
+                    validated_at: now,
+                    etag: fresh.etag.or_else(|| old.meta.etag.clone()),
+                    last_modified: fresh
+                        .last_modified
+                        .or_else(|| old.meta.last_modified.clone()),
+                    content_type: old.meta.content_type.clone(),
+                    origin: Some(url.clone()),
+                };
+                let entry = match self.0.disk.update_meta(&key, meta).await {
+                    Ok(Some(entry)) => entry,
+                    _ => old,
+                };
+                Ok(SourceCopy {
+                    key,
+                    entry,
+                    bytes: None,
+                    status: CacheStatus::Revalidated,
+                })
+            }
+            FetchOutcome::NotFound => {
+                let until = now.saturating_add(millis(self.0.settings.negative_ttl));
+                self.0.negative.insert(Arc::from(url.as_str()), until);
+                self.0.disk.remove(&key).await;
+                Err(FetchFailure::NotFound)
+            }
+        }
+    }
+
+    /// Revalidate an upstream copy without making anyone wait; afterwards the memory tier
+    /// forgets the renditions built from it, so the next request sees the result.
+    fn refresh_in_background(&self, key: Arc<str>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Some(entry) = this.0.disk.peek(&key) else {
+                return;
+            };
+            let Some(url) = entry.meta.origin.clone() else {
+                return;
+            };
+            let validators = Validators {
+                etag: entry.meta.etag.clone(),
+                last_modified: entry.meta.last_modified.clone(),
+            };
+            let result = this.fetch_shared(&url, Some(validators)).await;
+            if let Err(FetchFailure::Failed(e)) = &result {
+                tracing::debug!(error = %e, "background revalidation failed; keeping the stale copy");
+                return;
+            }
+            this.0
+                .memory
+                .invalidate_where(move |_, r| r.source_key.as_deref() == Some(&*key));
+        });
+    }
+
+    /// A variant of an upstream copy: from disk, or rendered once and stored.
+    async fn variant(
+        &self,
+        copy: &SourceCopy,
+        size: u32,
+        format: FormatChoice,
+    ) -> Result<(Bytes, DiskEntry), Arc<ResolveError>> {
+        let vkey = format!("var:{}:{size}:{}", copy.entry.digest(), format.label());
+        if let Some(found) = self.0.disk.get(&vkey).await {
+            return Ok(found);
+        }
+        let this = self.clone();
+        let copy = copy.clone();
+        let flight_key = vkey.clone();
+        self.0
+            .variants
+            .run(flight_key, move || async move {
+                let source = match copy.bytes {
+                    Some(bytes) => bytes,
+                    None => this
+                        .0
+                        .disk
+                        .get(&copy.key)
+                        .await
+                        .map(|(b, _)| b)
+                        .ok_or(ResolveError::Task)?,
+                };
+                let limits = this.0.settings.limits;
+                let preferred = format.preferred();
+                let encoded = this
+                    .blocking_image(move || {
+                        let mut rendered =
+                            imaging::render(&source, &limits, None, &[size], &[preferred])?;
+                        rendered.variants.pop().map(|(_, e)| e).ok_or_else(|| {
+                            imaging::ImagingError::Encode("no variant rendered".into())
+                        })
+                    })
+                    .await?;
+                let meta = EntryMeta {
+                    content_type: encoded.format.content_type().to_owned(),
+                    validated_at: this.0.clock.now_millis(),
+                    etag: None,
+                    last_modified: None,
+                    origin: None,
+                };
+                let bytes = Bytes::from(encoded.bytes);
+                let entry = this
+                    .0
+                    .disk
+                    .put(&vkey, bytes.clone(), meta)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "cannot store a variant");
+                        ResolveError::Task
+                    })?;
+                Ok((bytes, entry))
+            })
+            .await
+            .unwrap_or(Err(Arc::new(ResolveError::Task)))
+            .map_err(|e: Arc<ResolveError>| e)
+    }
+
+    /// Run image work on the blocking pool, under the image semaphore.
+    async fn blocking_image<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, imaging::ImagingError> + Send + 'static,
+    ) -> Result<T, Arc<ResolveError>> {
+        let _permit = self
+            .0
+            .image_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Arc::new(ResolveError::Task))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|_| Arc::new(ResolveError::Task))?
+            .map_err(|e| Arc::new(ResolveError::Imaging(e)))
+    }
+
+    /// The generated default, or the `d=404` answer.
+    async fn default_rendition(
+        &self,
+        rkey: &RenditionKey,
+        user_key: Option<&UserKey>,
+        display_name: Option<&str>,
+    ) -> Result<(Rendition, CacheStatus), Arc<ResolveError>> {
+        let now = self.0.clock.now_millis();
+        let fresh_until = now.saturating_add(millis(self.0.settings.negative_ttl));
+        let style = match rkey.default {
+            DefaultChoice::NotFound => {
+                return Ok((not_found_rendition(fresh_until), CacheStatus::Miss));
+            }
+            DefaultChoice::Style(style) => style,
+        };
+        // Invalid keys share one seed, so garbage URLs cannot make us render endless images.
+        let seed = user_key.map(|k| k.as_str().to_owned()).unwrap_or_default();
+        let name = display_name.map(str::to_owned);
+        let (size, preferred) = (rkey.size, rkey.format.preferred());
+        let encoded = self
+            .blocking_image(move || {
+                imaging::render_default(style, seed.as_bytes(), name.as_deref(), size, preferred)
+            })
+            .await?;
+        let digest = hex::encode(Sha256::digest(&encoded.bytes));
+        let rendition = Rendition {
+            status: StatusCode::OK,
+            content_type: HeaderValue::from_static(encoded.format.content_type()),
+            etag: etag_from_digest(&digest),
+            last_modified: None,
+            source: SourceKind::Default,
+            version: None,
+            source_key: None,
+            fresh_until,
+            stale_until: fresh_until,
+            bytes: Bytes::from(encoded.bytes),
+        };
+        Ok((rendition, CacheStatus::Miss))
+    }
+
+    /// Register identities; renditions of changed keys are forgotten at once.
+    pub async fn register(&self, batch: &[Identity]) -> Result<(), crate::repo::RepoError> {
+        let changed = self.0.repo.upsert_identities(batch).await?;
+        for key in &changed {
+            self.forget(key);
+        }
+        Ok(())
+    }
+
+    /// Drop a key from the memory tier and the registry cache.
+    pub fn forget(&self, key: &UserKey) {
+        self.0.identities.invalidate(key);
+        let key = key.as_str().to_owned();
+        self.0.memory.invalidate_where(move |k, _| k.key == key);
+    }
+
+    /// Fetch the upstream copy now (prefetch); returns its version when one is cached.
+    pub async fn prefetch(&self, url: &str) -> Option<String> {
+        self.source(url)
+            .await
+            .map(|c| version_of(&c.entry).to_string())
+    }
+
+    /// Version of the cached copy of `url`, if any (no I/O).
+    pub fn cached_version(&self, url: &str) -> Option<String> {
+        self.0
+            .disk
+            .peek(&source_key(url))
+            .map(|e| version_of(&e).to_string())
+    }
+
+    /// Purge every cached copy and variant of a key's upstream avatar.
+    pub async fn purge(&self, key: &UserKey) -> Result<(), crate::repo::RepoError> {
+        let identity = self.0.repo.identity(key).await?;
+        if let Some(url) = identity.and_then(|i| i.upstream_url) {
+            let skey = source_key(&url);
+            if let Some(entry) = self.0.disk.peek(&skey) {
+                for vkey in self
+                    .0
+                    .disk
+                    .keys_with_prefix(&format!("var:{}:", entry.digest()))
+                {
+                    self.0.disk.remove(&vkey).await;
+                }
+            }
+            self.0.disk.remove(&skey).await;
+            self.0.negative.invalidate(url.as_str());
+        }
+        self.forget(key);
+        Ok(())
+    }
+}
+
+/// Disk key of an upstream copy: `src:` + SHA-256 of the URL.
+fn source_key(url: &str) -> Arc<str> {
+    Arc::from(format!(
+        "src:{}",
+        hex::encode(Sha256::digest(url.as_bytes()))
+    ))
+}
+
+/// The version fingerprint of an upstream copy: the start of its content digest.
+fn version_of(entry: &DiskEntry) -> Arc<str> {
+    Arc::from(&entry.digest()[..16])
+}
+
+fn kind_content_type(kind: ImageKind) -> &'static str {
+    match kind {
+        ImageKind::Png => "image/png",
+        ImageKind::Jpeg => "image/jpeg",
+        ImageKind::Gif => "image/gif",
+        ImageKind::Webp => "image/webp",
+    }
+}
+
+fn not_found_rendition(fresh_until: Millis) -> Rendition {
+    let body = Bytes::from_static(
+        br#"{"code":"not-found","message":"no avatar for this key","user_message":"No picture"}"#,
+    );
+    Rendition {
+        status: StatusCode::NOT_FOUND,
+        etag: etag_from_digest(&hex::encode(Sha256::digest(&body))),
+        bytes: body,
+        content_type: HeaderValue::from_static("application/json"),
+        last_modified: None,
+        source: SourceKind::Default,
+        version: None,
+        source_key: None,
+        fresh_until,
+        stale_until: fresh_until,
+    }
+}

@@ -1,0 +1,71 @@
+//! The `avatar-proxy` binary: parse the command line, load settings, run.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use avatar_proxy::{Application, Settings};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "avatar-proxy",
+    version,
+    about = "Authenticated avatar caching proxy"
+)]
+struct Cli {
+    /// Configuration file layered over the defaults (environment variables still win).
+    #[arg(long, global = true, env = "AVATAR_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Print the effective configuration, secrets redacted.
+    Config,
+    /// Print the public key of a user id (reads the key secret like the service does).
+    Key {
+        /// The user id (JWT `sub`, identity record `id`).
+        user_id: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("avatar-proxy: {e}");
+            std::process::exit(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Config => {
+            print!("{}", settings.redacted_toml());
+            Ok(())
+        }
+        Command::Key { user_id } => {
+            avatar_proxy::fsutil::create_private_dir(&settings.cache.dir)?;
+            let secret = avatar_proxy::keys::load_or_create_secret(
+                &settings.server.key_secret,
+                &settings.cache.dir,
+            )?;
+            println!(
+                "{}",
+                avatar_proxy::keys::KeyDeriver::new(&secret).key_for(&user_id)
+            );
+            Ok(())
+        }
+        Command::Serve => {
+            avatar_proxy::telemetry::init_logging(settings.server.log_format);
+            let app = Application::build(settings)
+                .await
+                .context("start-up failed")?;
+            app.run_until_stopped().await.context("server failed")
+        }
+    }
+}

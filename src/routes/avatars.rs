@@ -1,0 +1,128 @@
+//! `GET|HEAD /avatar/{key}` and `/avatar/{key}.{png|jpg|webp}`: what `<img>` tags load.
+//!
+//! Never a 400 and never a broken image: a bad query falls back to defaults, an unknown or
+//! malformed key gets the default image (404 only with `d=404`).
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::app::AppState;
+use crate::avatars::rendition::etag_matches;
+use crate::avatars::request::{negotiate, split_extension};
+use crate::avatars::{AvatarQuery, CacheStatus, Rendition, RenditionKey};
+use crate::error::ApiError;
+
+/// Routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/avatar/{file}", get(avatar))
+}
+
+const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
+const REVALIDATE: HeaderValue =
+    HeaderValue::from_static("public, max-age=300, stale-while-revalidate=3600");
+const SHORT: HeaderValue = HeaderValue::from_static("public, max-age=60");
+const CSP: HeaderValue = HeaderValue::from_static("default-src 'none'; sandbox");
+
+async fn avatar(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let file = path.map(|Path(p)| p).unwrap_or_default();
+    let (key, extension) = split_extension(&file);
+    let settings = state.avatars.settings();
+    let query = AvatarQuery::parse(
+        query.as_deref(),
+        &settings.sizes,
+        settings.default_size,
+        settings.default,
+    );
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (format, negotiated) = negotiate(extension, accept);
+    let rkey = RenditionKey {
+        key: key.to_owned(),
+        size: query.size,
+        format,
+        default: query.default,
+        force_default: query.force_default,
+    };
+    let response = match state.avatars.serve(rkey).await {
+        Ok((rendition, status)) => respond(&rendition, status, &query, negotiated, &headers),
+        Err(e) => {
+            tracing::error!(error = %e, "no image could be produced");
+            ApiError::unavailable("avatar-unavailable", "the avatar could not be produced")
+                .into_response()
+        }
+    };
+    state
+        .metrics
+        .serve_latency
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+fn respond(
+    r: &Rendition,
+    status: CacheStatus,
+    query: &AvatarQuery,
+    negotiated: bool,
+    request: &HeaderMap,
+) -> Response {
+    let not_modified = r.status == StatusCode::OK
+        && request
+            .get(header::IF_NONE_MATCH)
+            .is_some_and(|v| etag_matches(v.as_bytes(), &r.etag));
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (r.status, r.bytes.clone()).into_response()
+    };
+    let h = response.headers_mut();
+    if !not_modified {
+        h.insert(header::CONTENT_TYPE, r.content_type.clone());
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.bytes.len()));
+    }
+    h.insert(header::ETAG, r.etag.clone());
+    if let Some(lm) = &r.last_modified {
+        h.insert(header::LAST_MODIFIED, lm.clone());
+    }
+    let current = matches!((&query.version, &r.version), (Some(asked), Some(have)) if asked.as_str() == &**have);
+    let cache_control = if r.status != StatusCode::OK {
+        SHORT
+    } else if current {
+        IMMUTABLE
+    } else {
+        REVALIDATE
+    };
+    h.insert(header::CACHE_CONTROL, cache_control);
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CONTENT_SECURITY_POLICY, CSP);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("cross-origin"),
+    );
+    if negotiated {
+        h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    }
+    h.insert(
+        "x-avatar-source",
+        HeaderValue::from_static(r.source.as_str()),
+    );
+    h.insert("x-cache", HeaderValue::from_static(status.as_str()));
+    response
+}

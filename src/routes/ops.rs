@@ -1,0 +1,76 @@
+//! Operations: liveness, readiness, Prometheus metrics, and the limits clients should know.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::app::AppState;
+
+/// Routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/limits", get(limits))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// 200 when every dependency answers; 503 naming the ones that do not.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let mut failing = Vec::new();
+    if let Err(e) = state.repo.health().await {
+        tracing::warn!(error = %e, "readiness: metadata database failed");
+        failing.push("database");
+    }
+    let disk = state.avatars.disk().clone();
+    let writable = tokio::task::spawn_blocking(move || disk.check_writable()).await;
+    if !matches!(writable, Ok(Ok(()))) {
+        tracing::warn!("readiness: cache directory is not writable");
+        failing.push("cache_dir");
+    }
+    if failing.is_empty() {
+        Json(json!({"status": "ready", "disk_index_rebuilt": state.avatars.disk().is_rebuilt()}))
+            .into_response()
+    } else {
+        let body = json!({
+            "code": "not-ready",
+            "message": format!("not ready: {} failing", failing.join(", ")),
+            "user_message": crate::error::TRY_LATER,
+            "failing": failing,
+        });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    state.publish_gauges();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.prometheus.render(),
+    )
+        .into_response()
+}
+
+async fn limits(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let s = &state.settings;
+    Json(json!({
+        "sizes": state.avatars.settings().sizes,
+        "default_size": s.images.default_size,
+        "max_size": state.avatars.settings().sizes.last(),
+        "formats": ["jpg", "png", "webp"],
+        "defaults": ["404", "identicon", "mp", "initials", "blank"],
+        "max_upstream_image_bytes": s.images.max_image_bytes,
+        "max_pixels": s.images.max_pixels,
+        "max_identities_per_rewrite": crate::routes::identities::MAX_RECORDS,
+    }))
+}

@@ -1,0 +1,108 @@
+//! Upstream identity providers and the authenticated fetcher.
+//!
+//! - [`hosts`]: host patterns of the allow-list (`host`, `host:port`, `*.domain`).
+//! - [`credential`]: the one credential of an upstream, attached only on its own hosts.
+//! - [`guard`]: address rules applied after DNS resolution (SSRF guard).
+//! - [`fetch`]: the fetcher: redirects re-checked hop by hop, byte cap while streaming,
+//!   sign-in pages recognised as authentication failures, conditional revalidation.
+
+pub mod credential;
+pub mod fetch;
+pub mod guard;
+pub mod hosts;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use credential::Credential;
+pub use fetch::{FetchOutcome, Fetched, Fetcher, UpstreamError, Validators};
+pub use hosts::HostPattern;
+use url::Url;
+
+use crate::config::Settings;
+
+/// One configured upstream.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Name from the configuration (metrics label).
+    pub name: String,
+    /// Hosts this upstream (and its credential) covers.
+    pub hosts: Vec<HostPattern>,
+    /// Attached to requests to these hosts only.
+    pub credential: Credential,
+    /// Plain HTTP allowed.
+    pub allow_http: bool,
+    /// Private and loopback addresses allowed.
+    pub allow_private: bool,
+    /// Set once the first authentication failure was logged: one warning per upstream.
+    auth_failure_logged: AtomicBool,
+}
+
+impl Upstream {
+    /// Whether this upstream serves `url` (scheme and host rules).
+    pub fn covers(&self, url: &Url) -> bool {
+        let scheme_ok = match url.scheme() {
+            "https" => true,
+            "http" => self.allow_http,
+            _ => false,
+        };
+        scheme_ok
+            && url.username().is_empty()
+            && url.password().is_none()
+            && self.hosts.iter().any(|p| p.matches(url))
+    }
+
+    /// True the first time only: callers log the first authentication failure, then count.
+    pub fn first_auth_failure(&self) -> bool {
+        !self.auth_failure_logged.swap(true, Ordering::Relaxed)
+    }
+}
+
+/// The allow-list: every configured upstream.
+#[derive(Debug, Clone, Default)]
+pub struct Upstreams(Arc<Vec<Arc<Upstream>>>);
+
+impl Upstreams {
+    /// Build from settings (already validated).
+    pub fn from_settings(settings: &Settings) -> Result<Self, String> {
+        let mut list = Vec::new();
+        for (name, s) in &settings.upstreams {
+            let hosts = s
+                .hosts
+                .iter()
+                .map(|h| HostPattern::parse(h))
+                .collect::<Result<Vec<_>, _>>()?;
+            list.push(Arc::new(Upstream {
+                name: name.clone(),
+                hosts,
+                credential: Credential::from_settings(s)?,
+                allow_http: s.allow_http,
+                allow_private: s.allow_private,
+                auth_failure_logged: AtomicBool::new(false),
+            }));
+        }
+        Ok(Self(Arc::new(list)))
+    }
+
+    /// The upstream that covers `url`, if any.
+    pub fn for_url(&self, url: &Url) -> Option<&Arc<Upstream>> {
+        self.0.iter().find(|u| u.covers(url))
+    }
+
+    /// Parse and check an avatar URL from an identity record.
+    pub fn admit(&self, raw: &str) -> Result<(Url, Arc<Upstream>), &'static str> {
+        let url = Url::parse(raw.trim()).map_err(|_| "malformed URL")?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err("unsupported scheme");
+        }
+        self.for_url(&url)
+            .cloned()
+            .map(|u| (url, u))
+            .ok_or("host not allow-listed")
+    }
+
+    /// Every upstream.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.0.iter()
+    }
+}
