@@ -155,6 +155,11 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
                     "request body too large",
                 )
             }
+            J::JsonDataError(e) => ApiError::client(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-request",
+                e.body_text(),
+            ),
             other => ApiError::bad_request("invalid-json", other.body_text()),
         }
     }

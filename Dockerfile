@@ -1,0 +1,35 @@
+# avatar-proxy: multi-stage build, non-root runtime, cache dir as a volume.
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+# Dependencies first, so source edits do not rebuild them.
+COPY Cargo.toml Cargo.lock ./
+COPY config ./config
+COPY migrations ./migrations
+COPY assets ./assets
+RUN mkdir -p src && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
+    && cargo build --release --locked \
+    && rm -rf src
+COPY src ./src
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin avatar-proxy
+
+FROM debian:bookworm-slim
+# ca-certificates: HTTPS to upstreams; curl: the HEALTHCHECK.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /var/lib/avatar-proxy avatar \
+    && mkdir -p /var/lib/avatar-proxy/cache \
+    && chown -R avatar /var/lib/avatar-proxy \
+    && chmod 700 /var/lib/avatar-proxy/cache
+COPY --from=build /src/target/release/avatar-proxy /usr/local/bin/avatar-proxy
+USER avatar
+ENV AVATAR_LISTEN=0.0.0.0:8080 \
+    AVATAR_CACHE_DIR=/var/lib/avatar-proxy/cache \
+    AVATAR_LOG_FORMAT=json
+VOLUME ["/var/lib/avatar-proxy/cache"]
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
+    CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
+ENTRYPOINT ["/usr/local/bin/avatar-proxy"]
+CMD ["serve"]

@@ -1,0 +1,12 @@
+//! HTTP tests against the real server on loopback, with a real fake upstream.
+//!
+//! One test binary (fast to link); one module per concern.
+
+mod helpers;
+
+mod caching;
+mod config_cli;
+mod identities;
+mod ops;
+mod serving;
+mod upstream_faults;
