@@ -18,11 +18,16 @@ use crate::avatars::{AvatarSettings, Avatars, DefaultChoice};
 use crate::cache::{DiskTier, Lifetimes};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
+use crate::events::Notifier;
 use crate::imaging;
+use crate::jobs::JobContext;
 use crate::keys::{KeyDeriver, UserKey, load_or_create_secret};
 use crate::repo::Repo;
 use crate::repo::sqlite::SqliteRepo;
+use crate::store::{BlobStore, ObjectBlobStore};
+use crate::uploads::Uploads;
 use crate::upstream::{Fetcher, Upstreams};
+use crate::webhooks::Deliverer;
 
 /// Shared application state: one `Arc`, cloned into every handler.
 #[derive(Clone)]
@@ -53,6 +58,23 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// Metric handles registered once (the hot path only records).
     pub metrics: Metrics,
+    /// JWT verification; `None` when user authentication is not configured.
+    pub jwt: Option<crate::auth::jwt::JwtVerifier>,
+    /// Upload grants, direct uploads, job creation.
+    pub uploads: crate::uploads::Uploads,
+    /// Live events and the webhook outbox.
+    pub notifier: crate::events::Notifier,
+    /// Durable blobs (uploaded variants, originals waiting).
+    pub store: Arc<dyn BlobStore>,
+}
+
+/// Replaceable dependencies (tests inject a clock and a faulty store).
+#[derive(Default)]
+pub struct Overrides {
+    /// Time source; the system clock when `None`.
+    pub clock: Option<Arc<dyn Clock>>,
+    /// Blob store; the local filesystem under the cache dir when `None`.
+    pub store: Option<Arc<dyn BlobStore>>,
 }
 
 /// Pre-registered metric handles.
@@ -96,9 +118,9 @@ pub struct Application {
 }
 
 impl Application {
-    /// Build with the system clock.
+    /// Build with the real clock and store.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+        Self::build_with(settings, Overrides::default()).await
     }
 
     /// Build with an injected clock (tests control time with it).
@@ -106,6 +128,16 @@ impl Application {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
+        let overrides = Overrides {
+            clock: Some(clock),
+            ..Overrides::default()
+        };
+        Self::build_with(settings, overrides).await
+    }
+
+    /// Build with replaced dependencies.
+    pub async fn build_with(settings: Settings, overrides: Overrides) -> anyhow::Result<Self> {
+        let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let prometheus = crate::telemetry::prometheus();
         let dir = settings.cache.dir.clone();
         crate::fsutil::create_private_dir(&dir).with_context(|| {
@@ -127,6 +159,15 @@ impl Application {
                 .await
                 .context("cannot open the metadata database (database.url)")?,
         );
+
+        let store: Arc<dyn BlobStore> = match overrides.store {
+            Some(store) => store,
+            None => Arc::new(
+                ObjectBlobStore::local(&dir.join("store")).context("cannot open the blob store")?,
+            ),
+        };
+        let jwt = crate::auth::verifier(&settings.auth)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: auth: {e}"))?;
 
         let disk_budget = settings.cache.max_size_mb.saturating_mul(1024 * 1024);
         let disk = DiskTier::open(&dir.join("cache"), disk_budget)
@@ -167,6 +208,7 @@ impl Application {
             disk.clone(),
             fetcher,
             repo.clone(),
+            store.clone(),
             clock.clone(),
             workers,
         );
@@ -186,14 +228,64 @@ impl Application {
                 .to_owned()
         };
 
+        let webhook_url = Some(settings.webhooks.url.clone()).filter(|u| !u.is_empty());
+        let notifier = Notifier::new(repo.clone(), clock.clone(), webhook_url.clone());
+        let keys = KeyDeriver::new(&secret);
+        let wake_jobs = Arc::new(tokio::sync::Notify::new());
+        let uploads = Uploads::new(
+            repo.clone(),
+            store.clone(),
+            &keys.sign("upload-url", b""),
+            settings.uploads.clone(),
+            limits,
+            clock.clone(),
+            notifier.clone(),
+            public_base_url.clone(),
+            wake_jobs.clone(),
+        );
+        let mut background = Vec::new();
+        for _ in 0..settings.jobs.workers {
+            background.push(tokio::spawn(crate::jobs::run_worker(JobContext {
+                repo: repo.clone(),
+                store: store.clone(),
+                avatars: avatars.clone(),
+                notifier: notifier.clone(),
+                clock: clock.clone(),
+                jobs: settings.jobs.clone(),
+                uploads: settings.uploads.clone(),
+                base_url: public_base_url.clone(),
+                wake: wake_jobs.clone(),
+            })));
+        }
+        if let Some(_url) = &webhook_url {
+            let deliverer = Deliverer::new(
+                repo.clone(),
+                clock.clone(),
+                settings.webhooks.secret.expose(),
+                settings.webhooks.allow_private,
+                settings.webhooks.max_attempts,
+                notifier.webhook_signal(),
+            )
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "invalid configuration: webhooks.secret (AVATAR_WEBHOOK_SECRET): {e}"
+                )
+            })?;
+            background.push(tokio::spawn(deliverer.run()));
+        }
+
         let state = AppState(Arc::new(App {
+            jwt,
+            uploads,
+            notifier,
+            store,
             api_key_digests: settings
                 .server
                 .api_keys
                 .iter()
                 .map(|k| Sha256::digest(k.expose().trim().as_bytes()).into())
                 .collect(),
-            keys: KeyDeriver::new(&secret),
+            keys,
             public_base_url,
             repo,
             clock,
@@ -212,16 +304,14 @@ impl Application {
                 tracing::info!(entries, "disk cache index rebuilt");
             }
         });
-        let cleanup = tokio::spawn(cleanup_loop(state.clone()));
+        background.push(tokio::spawn(cleanup_loop(state.clone())));
+        background.push(tokio::spawn(async move {
+            let _ = rebuild.await;
+        }));
         Ok(Self {
             listener,
             state,
-            background: vec![
-                tokio::spawn(async move {
-                    let _ = rebuild.await;
-                }),
-                cleanup,
-            ],
+            background,
         })
     }
 
@@ -279,6 +369,15 @@ async fn cleanup_loop(state: AppState) {
                 .unwrap_or(0);
         if removed > 0 {
             tracing::info!(removed, "cache cleanup removed orphaned files");
+        }
+        match state
+            .store
+            .delete_older_than("tmp", state.settings.uploads.temp_retention)
+            .await
+        {
+            Ok(0) => {}
+            Ok(swept) => tracing::info!(swept, "swept expired upload originals"),
+            Err(e) => tracing::warn!(error = %e, "could not sweep upload originals"),
         }
         state.publish_gauges();
     }

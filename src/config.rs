@@ -98,6 +98,14 @@ pub struct Settings {
     pub upstream: UpstreamDefaults,
     /// Metadata database.
     pub database: DatabaseSettings,
+    /// User authentication (JWT).
+    pub auth: AuthSettings,
+    /// User uploads.
+    pub uploads: UploadSettings,
+    /// Background jobs.
+    pub jobs: JobSettings,
+    /// Webhook delivery.
+    pub webhooks: WebhookSettings,
     /// Named upstreams, each with its hosts and one credential.
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamSettings>,
@@ -215,6 +223,71 @@ pub struct DatabaseSettings {
     pub url: Secret,
 }
 
+/// `[auth]`: JWT validation for user endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 secret (`AVATAR_JWT_SECRET`).
+    pub jwt_secret: Secret,
+    /// PEM public key (`AVATAR_JWT_PUBLIC_KEY`).
+    pub jwt_public_key: String,
+    /// Path of a PEM public key (`AVATAR_JWT_PUBLIC_KEY_FILE`).
+    pub jwt_public_key_file: String,
+    /// Pinned algorithm (`AVATAR_JWT_ALGORITHM`).
+    pub jwt_algorithm: String,
+    /// Required `iss` when set (`AVATAR_JWT_ISSUER`).
+    pub jwt_issuer: String,
+    /// Required `aud` when set (`AVATAR_JWT_AUDIENCE`).
+    pub jwt_audience: String,
+}
+
+/// `[uploads]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadSettings {
+    /// Largest upload (`AVATAR_MAX_UPLOAD_BYTES`).
+    pub max_bytes: u64,
+    /// Signed URL lifetime (`AVATAR_UPLOAD_URL_TTL`).
+    #[serde(with = "human_duration")]
+    pub url_ttl: Duration,
+    /// Originals are swept after this (`AVATAR_TEMP_RETENTION`).
+    #[serde(with = "human_duration")]
+    pub temp_retention: Duration,
+    /// Browser origins allowed to upload (`AVATAR_CORS_ORIGINS`).
+    pub cors_origins: Vec<String>,
+    /// Variant sizes (`AVATAR_VARIANT_SIZES`).
+    pub variant_sizes: Vec<u32>,
+    /// Keep originals after processing (`AVATAR_KEEP_ORIGINALS`).
+    pub keep_originals: bool,
+}
+
+/// `[jobs]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSettings {
+    /// Attempts before failing for good (`AVATAR_JOB_MAX_ATTEMPTS`).
+    pub max_attempts: u32,
+    /// Workers on this replica (`AVATAR_JOB_WORKERS`).
+    pub workers: usize,
+    /// First retry delay (`AVATAR_JOB_RETRY_BASE`).
+    #[serde(with = "human_duration")]
+    pub retry_base: Duration,
+}
+
+/// `[webhooks]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Endpoint (`AVATAR_WEBHOOK_URL`); empty disables webhooks.
+    pub url: String,
+    /// Signing secret (`AVATAR_WEBHOOK_SECRET`).
+    pub secret: Secret,
+    /// Allow private targets (`AVATAR_WEBHOOK_ALLOW_PRIVATE`).
+    pub allow_private: bool,
+    /// Delivery attempts (`AVATAR_WEBHOOK_MAX_ATTEMPTS`).
+    pub max_attempts: u32,
+}
+
 /// `[upstreams.NAME]`: one upstream identity provider.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -309,6 +382,45 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         Kind::Str,
     ),
     ("AVATAR_DATABASE_URL", "database.url", Kind::Str),
+    ("AVATAR_JWT_SECRET", "auth.jwt_secret", Kind::Str),
+    ("AVATAR_JWT_PUBLIC_KEY", "auth.jwt_public_key", Kind::Str),
+    (
+        "AVATAR_JWT_PUBLIC_KEY_FILE",
+        "auth.jwt_public_key_file",
+        Kind::Str,
+    ),
+    ("AVATAR_JWT_ALGORITHM", "auth.jwt_algorithm", Kind::Str),
+    ("AVATAR_JWT_ISSUER", "auth.jwt_issuer", Kind::Str),
+    ("AVATAR_JWT_AUDIENCE", "auth.jwt_audience", Kind::Str),
+    ("AVATAR_MAX_UPLOAD_BYTES", "uploads.max_bytes", Kind::Int),
+    ("AVATAR_UPLOAD_URL_TTL", "uploads.url_ttl", Kind::Str),
+    ("AVATAR_TEMP_RETENTION", "uploads.temp_retention", Kind::Str),
+    ("AVATAR_CORS_ORIGINS", "uploads.cors_origins", Kind::StrList),
+    (
+        "AVATAR_VARIANT_SIZES",
+        "uploads.variant_sizes",
+        Kind::IntList,
+    ),
+    (
+        "AVATAR_KEEP_ORIGINALS",
+        "uploads.keep_originals",
+        Kind::Bool,
+    ),
+    ("AVATAR_JOB_MAX_ATTEMPTS", "jobs.max_attempts", Kind::Int),
+    ("AVATAR_JOB_WORKERS", "jobs.workers", Kind::Int),
+    ("AVATAR_JOB_RETRY_BASE", "jobs.retry_base", Kind::Str),
+    ("AVATAR_WEBHOOK_URL", "webhooks.url", Kind::Str),
+    ("AVATAR_WEBHOOK_SECRET", "webhooks.secret", Kind::Str),
+    (
+        "AVATAR_WEBHOOK_ALLOW_PRIVATE",
+        "webhooks.allow_private",
+        Kind::Bool,
+    ),
+    (
+        "AVATAR_WEBHOOK_MAX_ATTEMPTS",
+        "webhooks.max_attempts",
+        Kind::Int,
+    ),
 ];
 
 /// Fields of `AVATAR_UPSTREAM_<NAME>_<FIELD>`, longest first so `_BASIC_USER` wins over `_USER`.
@@ -426,6 +538,30 @@ impl Settings {
         }
         if self.cache.fresh_for().is_zero() {
             return Err(invalid(key("cache.ttl"), "must be longer than zero"));
+        }
+        let uploads = &self.uploads;
+        if uploads.variant_sizes.is_empty()
+            || uploads.variant_sizes.iter().any(|&s| s == 0 || s > 2048)
+        {
+            return Err(invalid(
+                key("uploads.variant_sizes"),
+                "needs one or more sizes in 1..=2048",
+            ));
+        }
+        if uploads.max_bytes < 1024 {
+            return Err(invalid(key("uploads.max_bytes"), "must be at least 1024"));
+        }
+        if self.jobs.max_attempts == 0 {
+            return Err(invalid(key("jobs.max_attempts"), "must be at least 1"));
+        }
+        if !self.webhooks.url.is_empty() {
+            url::Url::parse(&self.webhooks.url).map_err(|e| invalid(key("webhooks.url"), e))?;
+            if self.webhooks.secret.is_empty() {
+                return Err(invalid(
+                    key("webhooks.secret"),
+                    "a webhook URL needs a signing secret (whsec_...)",
+                ));
+            }
         }
         for (name, upstream) in &self.upstreams {
             let base = format!("upstreams.{name}");

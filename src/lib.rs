@@ -9,6 +9,9 @@
 //! - [`app`]: build state from settings, bind the listener, background tasks, shutdown.
 //! - [`routes`]: the HTTP surface and middleware; one file per resource.
 //! - [`avatars`]: the resolver: upload → upstream → generated default, never a broken image.
+//! - [`uploads`], [`jobs`], [`events`], [`webhooks`], [`auth`]: user uploads (JWT, signed URLs),
+//!   processing jobs, WebSocket/SSE events and signed webhooks.
+//! - [`store`]: durable blobs (uploaded variants) over object_store.
 //! - [`cache`]: memory tier (moka, bytes-weighted), disk tier (cacache, LRU by bytes), single
 //!   flight, freshness.
 //! - [`upstream`]: allow-list, credentials, SSRF guard, the streaming fetcher.
@@ -18,18 +21,24 @@
 //! - [`config`], [`telemetry`], [`error`], [`clock`], [`fsutil`]: the supporting cast.
 
 pub mod app;
+pub mod auth;
 pub mod avatars;
 pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod fsutil;
 pub mod imaging;
+pub mod jobs;
 pub mod keys;
 pub mod repo;
 pub mod routes;
+pub mod store;
 pub mod telemetry;
+pub mod uploads;
 pub mod upstream;
+pub mod webhooks;
 
 pub use app::Application;
 pub use config::Settings;

@@ -36,6 +36,116 @@ pub struct Identity {
     pub updated_at: Millis,
 }
 
+/// A signed upload grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRecord {
+    /// Random id (32 hex).
+    pub upload_id: String,
+    /// Owner.
+    pub user_key: UserKey,
+    /// Declared type.
+    pub content_type: String,
+    /// Largest accepted body.
+    pub max_bytes: i64,
+    /// The signed URL's expiry.
+    pub expires_at: Millis,
+    /// Bytes received, once the PUT arrived (only one is accepted).
+    pub received_bytes: Option<i64>,
+    /// Creation time.
+    pub created_at: Millis,
+}
+
+/// Lifecycle of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    /// Waiting (or waiting for a retry).
+    Queued,
+    /// A worker holds its lease.
+    Processing,
+    /// Done; `result` is set.
+    Completed,
+    /// Given up; `error` is set.
+    Failed,
+}
+
+impl JobStatus {
+    /// Stored and reported name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Processing => "processing",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "processing" => Self::Processing,
+            "completed" => Self::Completed,
+            "failed" => Self::Failed,
+            _ => Self::Queued,
+        }
+    }
+}
+
+/// A processing job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    /// Random id (32 hex).
+    pub job_id: String,
+    /// Owner.
+    pub user_key: UserKey,
+    /// The upload it processes.
+    pub upload_id: String,
+    /// Crop as JSON, if any.
+    pub crop: Option<String>,
+    /// Where it stands.
+    pub status: JobStatus,
+    /// Attempts started.
+    pub attempts: u32,
+    /// Not before.
+    pub run_at: Millis,
+    /// Lease end while processing.
+    pub locked_until: Option<Millis>,
+    /// Result JSON when completed.
+    pub result: Option<String>,
+    /// Error JSON when failed (or the last transient error while retrying).
+    pub error: Option<String>,
+    /// Creation time.
+    pub created_at: Millis,
+    /// Last change.
+    pub updated_at: Millis,
+}
+
+/// A user's current upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvatarRecord {
+    /// Owner.
+    pub user_key: UserKey,
+    /// Version fingerprint (also in the store paths).
+    pub version: String,
+    /// Variants JSON (`[{size, width, height, format, bytes, path}]`).
+    pub variants: String,
+    /// When it became current.
+    pub updated_at: Millis,
+}
+
+/// A webhook message waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    /// `webhook-id`: stable across retries.
+    pub message_id: String,
+    /// Target URL.
+    pub endpoint: String,
+    /// JSON body.
+    pub payload: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Not before.
+    pub next_attempt: Millis,
+}
+
 /// The metadata store.
 #[async_trait]
 pub trait Repo: Send + Sync + 'static {
@@ -46,6 +156,52 @@ pub trait Repo: Send + Sync + 'static {
     async fn upsert_identities(&self, batch: &[Identity]) -> Result<Vec<UserKey>, RepoError>;
     /// Look up an identity by public key.
     async fn identity(&self, key: &UserKey) -> Result<Option<Identity>, RepoError>;
+
+    /// Record a new upload grant.
+    async fn create_upload(&self, upload: &UploadRecord) -> Result<(), RepoError>;
+    /// Look up an upload grant.
+    async fn upload(&self, upload_id: &str) -> Result<Option<UploadRecord>, RepoError>;
+    /// Mark the grant used; false when it already was (replays are refused).
+    async fn mark_upload_received(&self, upload_id: &str, bytes: i64) -> Result<bool, RepoError>;
+
+    /// Insert a queued job.
+    async fn enqueue_job(&self, job: &JobRecord) -> Result<(), RepoError>;
+    /// Look up a job.
+    async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, RepoError>;
+    /// Take the oldest due job (queued and due, or processing with an expired lease), counting
+    /// an attempt and holding it until `lease_until`.
+    async fn claim_job(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Option<JobRecord>, RepoError>;
+    /// Store a job's new state (status, attempts, run_at, result, error, lease).
+    async fn update_job(&self, job: &JobRecord) -> Result<(), RepoError>;
+
+    /// Make an upload current; returns the one it replaced.
+    async fn set_avatar(&self, avatar: &AvatarRecord) -> Result<Option<AvatarRecord>, RepoError>;
+    /// The current upload of a key.
+    async fn avatar(&self, key: &UserKey) -> Result<Option<AvatarRecord>, RepoError>;
+    /// Remove the current upload; returns it.
+    async fn delete_avatar(&self, key: &UserKey) -> Result<Option<AvatarRecord>, RepoError>;
+
+    /// Persist a webhook message (before any delivery attempt).
+    async fn enqueue_webhook(&self, message: &OutboxMessage, now: Millis) -> Result<(), RepoError>;
+    /// Messages due for delivery.
+    async fn due_webhooks(&self, now: Millis, limit: i64) -> Result<Vec<OutboxMessage>, RepoError>;
+    /// Delivered (or given up): remove from the outbox.
+    async fn remove_webhook(&self, message_id: &str) -> Result<(), RepoError>;
+    /// Schedule the next attempt.
+    async fn retry_webhook(
+        &self,
+        message_id: &str,
+        attempts: u32,
+        next_attempt: Millis,
+    ) -> Result<(), RepoError>;
+    /// Disable an endpoint (it answered 410).
+    async fn disable_endpoint(&self, endpoint: &str, now: Millis) -> Result<(), RepoError>;
+    /// Whether an endpoint is disabled.
+    async fn endpoint_disabled(&self, endpoint: &str) -> Result<bool, RepoError>;
 }
 
 /// The contract every [`Repo`] implementation must meet.
@@ -68,6 +224,158 @@ pub mod contract {
         repo.health().await.expect("healthy");
         registers_and_updates_identities(repo).await;
         upserts_report_only_changed_keys(repo).await;
+        upload_grants_are_used_once(repo).await;
+        jobs_are_claimed_once_and_reclaimed_after_their_lease(repo).await;
+        avatars_are_replaced_and_deleted(repo).await;
+        the_webhook_outbox_keeps_messages_until_removed(repo).await;
+    }
+
+    fn key(c: char) -> UserKey {
+        UserKey::parse(&c.to_string().repeat(32)).expect("key")
+    }
+
+    async fn upload_grants_are_used_once(repo: &dyn Repo) {
+        let grant = UploadRecord {
+            upload_id: "u".repeat(32),
+            user_key: key('c'),
+            content_type: "image/png".into(),
+            max_bytes: 100,
+            expires_at: 10,
+            received_bytes: None,
+            created_at: 1,
+        };
+        repo.create_upload(&grant).await.expect("create");
+        assert_eq!(
+            repo.upload(&grant.upload_id).await.expect("get"),
+            Some(grant.clone())
+        );
+        assert!(
+            repo.mark_upload_received(&grant.upload_id, 50)
+                .await
+                .expect("mark")
+        );
+        assert!(
+            !repo
+                .mark_upload_received(&grant.upload_id, 50)
+                .await
+                .expect("again")
+        );
+        let stored = repo
+            .upload(&grant.upload_id)
+            .await
+            .expect("get")
+            .expect("present");
+        assert_eq!(stored.received_bytes, Some(50));
+    }
+
+    async fn jobs_are_claimed_once_and_reclaimed_after_their_lease(repo: &dyn Repo) {
+        let job = JobRecord {
+            job_id: "j".repeat(32),
+            user_key: key('d'),
+            upload_id: "u".repeat(32),
+            crop: None,
+            status: JobStatus::Queued,
+            attempts: 0,
+            run_at: 100,
+            locked_until: None,
+            result: None,
+            error: None,
+            created_at: 1,
+            updated_at: 1,
+        };
+        repo.enqueue_job(&job).await.expect("enqueue");
+        assert_eq!(
+            repo.claim_job(99, 200).await.expect("claim"),
+            None,
+            "not due yet"
+        );
+        let claimed = repo.claim_job(100, 200).await.expect("claim").expect("due");
+        assert_eq!(claimed.status, JobStatus::Processing);
+        assert_eq!(claimed.attempts, 1);
+        assert_eq!(
+            repo.claim_job(150, 250).await.expect("claim"),
+            None,
+            "leased"
+        );
+        let reclaimed = repo
+            .claim_job(200, 300)
+            .await
+            .expect("claim")
+            .expect("lease expired");
+        assert_eq!(reclaimed.attempts, 2);
+        let mut done = reclaimed.clone();
+        done.status = JobStatus::Completed;
+        done.result = Some("{}".into());
+        done.locked_until = None;
+        repo.update_job(&done).await.expect("update");
+        assert_eq!(repo.claim_job(10_000, 20_000).await.expect("claim"), None);
+        assert_eq!(
+            repo.job(&job.job_id)
+                .await
+                .expect("get")
+                .expect("present")
+                .status,
+            JobStatus::Completed
+        );
+    }
+
+    async fn avatars_are_replaced_and_deleted(repo: &dyn Repo) {
+        let first = AvatarRecord {
+            user_key: key('e'),
+            version: "v1".into(),
+            variants: "[]".into(),
+            updated_at: 1,
+        };
+        assert_eq!(repo.set_avatar(&first).await.expect("set"), None);
+        let second = AvatarRecord {
+            version: "v2".into(),
+            ..first.clone()
+        };
+        assert_eq!(repo.set_avatar(&second).await.expect("set"), Some(first));
+        assert_eq!(
+            repo.avatar(&key('e')).await.expect("get"),
+            Some(second.clone())
+        );
+        assert_eq!(
+            repo.delete_avatar(&key('e')).await.expect("delete"),
+            Some(second)
+        );
+        assert_eq!(repo.avatar(&key('e')).await.expect("get"), None);
+    }
+
+    async fn the_webhook_outbox_keeps_messages_until_removed(repo: &dyn Repo) {
+        let message = OutboxMessage {
+            message_id: "msg_1".into(),
+            endpoint: "http://127.0.0.1:1/hook".into(),
+            payload: "{}".into(),
+            attempts: 0,
+            next_attempt: 5,
+        };
+        repo.enqueue_webhook(&message, 5).await.expect("enqueue");
+        assert!(repo.due_webhooks(4, 10).await.expect("due").is_empty());
+        assert_eq!(
+            repo.due_webhooks(5, 10).await.expect("due"),
+            vec![message.clone()]
+        );
+        repo.retry_webhook("msg_1", 1, 50).await.expect("retry");
+        assert!(repo.due_webhooks(49, 10).await.expect("due").is_empty());
+        assert_eq!(repo.due_webhooks(50, 10).await.expect("due")[0].attempts, 1);
+        repo.remove_webhook("msg_1").await.expect("remove");
+        assert!(repo.due_webhooks(1000, 10).await.expect("due").is_empty());
+        assert!(
+            !repo
+                .endpoint_disabled(&message.endpoint)
+                .await
+                .expect("check")
+        );
+        repo.disable_endpoint(&message.endpoint, 7)
+            .await
+            .expect("disable");
+        assert!(
+            repo.endpoint_disabled(&message.endpoint)
+                .await
+                .expect("check")
+        );
     }
 
     async fn registers_and_updates_identities(repo: &dyn Repo) {

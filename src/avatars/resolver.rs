@@ -28,6 +28,7 @@ use crate::clock::{Clock, Millis, http_date, millis};
 use crate::imaging::{self, ImageKind};
 use crate::keys::UserKey;
 use crate::repo::{Identity, Repo};
+use crate::store::BlobStore;
 use crate::upstream::{FetchOutcome, Fetcher, UpstreamError, Validators};
 
 /// The settings the resolver needs.
@@ -51,7 +52,7 @@ pub struct AvatarSettings {
 type Built = Result<(Arc<Rendition>, CacheStatus), Arc<ResolveError>>;
 
 /// Faults that leave nothing to show (not even a default image).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ResolveError {
     /// Generating or encoding an image failed.
     #[error("image processing failed: {0}")]
@@ -88,7 +89,11 @@ struct Inner {
     disk: DiskTier,
     fetcher: Fetcher,
     repo: Arc<dyn Repo>,
+    /// Uploaded variants.
+    store: Arc<dyn BlobStore>,
     clock: Arc<dyn Clock>,
+    /// Current uploads, so repeated misses do not query the database; invalidated on change.
+    uploads: moka::sync::Cache<UserKey, Option<Arc<Upload>>>,
     /// Registry lookups, so repeated misses of one key do not query the database each time.
     /// Invalidated on registration; a short TTL bounds drift between replicas.
     identities: moka::sync::Cache<UserKey, Option<Arc<Identity>>>,
@@ -96,7 +101,7 @@ struct Inner {
     negative: moka::sync::Cache<Arc<str>, Millis>,
     renditions: SingleFlight<RenditionKey, Built>,
     fetches: SingleFlight<Arc<str>, FetchResult>,
-    variants: SingleFlight<String, Result<(Bytes, DiskEntry), Arc<ResolveError>>>,
+    variants: SingleFlight<String, Result<(Bytes, DiskEntry), ResolveError>>,
     /// Image work at once (decode, resize, encode): CPU-bound, so about one per core.
     image_permits: Arc<Semaphore>,
 }
@@ -107,12 +112,14 @@ pub struct Avatars(Arc<Inner>);
 
 impl Avatars {
     /// Assemble the resolver.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: AvatarSettings,
         memory_budget: u64,
         disk: DiskTier,
         fetcher: Fetcher,
         repo: Arc<dyn Repo>,
+        store: Arc<dyn BlobStore>,
         clock: Arc<dyn Clock>,
         image_workers: usize,
     ) -> Self {
@@ -122,7 +129,12 @@ impl Avatars {
             disk,
             fetcher,
             repo,
+            store,
             clock,
+            uploads: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
             identities: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(60))
@@ -186,6 +198,13 @@ impl Avatars {
         let (rendition, status) = match UserKey::parse(&rkey.key) {
             None => self.default_rendition(&rkey, None, None).await?,
             Some(user_key) => {
+                if !rkey.force_default
+                    && let Some(found) = self.upload_rendition(&rkey, &user_key).await
+                {
+                    let rendition = Arc::new(found);
+                    self.0.memory.insert(rkey, rendition.clone());
+                    return Ok((rendition, CacheStatus::HitDisk));
+                }
                 let identity = self.identity(&user_key).await;
                 let name = identity.as_ref().and_then(|i| i.display_name.clone());
                 let url = identity.as_ref().and_then(|i| i.upstream_url.clone());
@@ -236,12 +255,12 @@ impl Avatars {
         url: &str,
     ) -> Option<(Rendition, CacheStatus)> {
         let mut copy = self.source(url).await?;
-        let variant = match self.variant(&copy, rkey.size, rkey.format).await {
+        let variant = match self.upstream_variant(&copy, rkey).await {
             Ok(v) => v,
             Err(_) if copy.bytes.is_none() => {
                 // The copy on disk vanished or failed its integrity check: fetch it again.
                 copy = self.fetch_shared(url, None).await.ok()?;
-                self.variant(&copy, rkey.size, rkey.format).await.ok()?
+                self.upstream_variant(&copy, rkey).await.ok()?
             }
             Err(e) => {
                 tracing::warn!(error = %e, "upstream avatar could not be processed; serving the default");
@@ -452,29 +471,43 @@ impl Avatars {
         });
     }
 
-    /// A variant of an upstream copy: from disk, or rendered once and stored.
-    async fn variant(
+    async fn upstream_variant(
         &self,
         copy: &SourceCopy,
+        rkey: &RenditionKey,
+    ) -> Result<(Bytes, DiskEntry), Arc<ResolveError>> {
+        let source = match &copy.bytes {
+            Some(bytes) => SourceBytes::Ready(bytes.clone()),
+            None => SourceBytes::Disk(copy.key.clone()),
+        };
+        self.variant(&copy.entry.digest(), source, rkey.size, rkey.format)
+            .await
+    }
+
+    /// A variant of a source image (keyed by the source's digest, so identical pictures share
+    /// entries): from disk, or rendered once and stored.
+    async fn variant(
+        &self,
+        digest: &str,
+        source: SourceBytes,
         size: u32,
         format: FormatChoice,
     ) -> Result<(Bytes, DiskEntry), Arc<ResolveError>> {
-        let vkey = format!("var:{}:{size}:{}", copy.entry.digest(), format.label());
+        let vkey = format!("var:{digest}:{size}:{}", format.label());
         if let Some(found) = self.0.disk.get(&vkey).await {
             return Ok(found);
         }
         let this = self.clone();
-        let copy = copy.clone();
         let flight_key = vkey.clone();
         self.0
             .variants
             .run(flight_key, move || async move {
-                let source = match copy.bytes {
-                    Some(bytes) => bytes,
-                    None => this
+                let source = match source {
+                    SourceBytes::Ready(bytes) => bytes,
+                    SourceBytes::Disk(key) => this
                         .0
                         .disk
-                        .get(&copy.key)
+                        .get(&key)
                         .await
                         .map(|(b, _)| b)
                         .ok_or(ResolveError::Task)?,
@@ -482,7 +515,7 @@ impl Avatars {
                 let limits = this.0.settings.limits;
                 let preferred = format.preferred();
                 let encoded = this
-                    .blocking_image(move || {
+                    .image_work(move || {
                         let mut rendered =
                             imaging::render(&source, &limits, None, &[size], &[preferred])?;
                         rendered.variants.pop().map(|(_, e)| e).ok_or_else(|| {
@@ -510,26 +543,107 @@ impl Avatars {
                 Ok((bytes, entry))
             })
             .await
-            .unwrap_or(Err(Arc::new(ResolveError::Task)))
-            .map_err(|e: Arc<ResolveError>| e)
+            .unwrap_or(Err(ResolveError::Task))
+            .map_err(Arc::new)
     }
 
-    /// Run image work on the blocking pool, under the image semaphore.
-    async fn blocking_image<T: Send + 'static>(
+    /// The user's upload at the requested size and format, if they have one.
+    async fn upload_rendition(&self, rkey: &RenditionKey, key: &UserKey) -> Option<Rendition> {
+        let upload = self.upload_of(key).await?;
+        let wanted_ext = |f: &str| match rkey.format {
+            FormatChoice::Auto => f != "webp",
+            FormatChoice::Exactly(o) => f == o.extension(),
+        };
+        let exact = upload
+            .variants
+            .iter()
+            .find(|v| v.size == rkey.size && wanted_ext(&v.format));
+        let (bytes, content_type) = match exact {
+            Some(v) => {
+                let bytes = self.0.store.get(&v.path).await.ok()?;
+                (bytes, format_content_type(&v.format))
+            }
+            None => {
+                // Other sizes and formats derive from the largest variant through the cache.
+                let base = upload
+                    .variants
+                    .iter()
+                    .filter(|v| v.format != "webp")
+                    .max_by_key(|v| v.size)?;
+                let source = self.0.store.get(&base.path).await.ok()?;
+                let digest = hex::encode(Sha256::digest(&source));
+                let (bytes, entry) = self
+                    .variant(&digest, SourceBytes::Ready(source), rkey.size, rkey.format)
+                    .await
+                    .ok()?;
+                (
+                    bytes,
+                    format_content_type(entry.meta.content_type.trim_start_matches("image/")),
+                )
+            }
+        };
+        let digest = hex::encode(Sha256::digest(&bytes));
+        Some(Rendition {
+            status: StatusCode::OK,
+            content_type: HeaderValue::from_static(content_type),
+            etag: etag_from_digest(&digest),
+            last_modified: HeaderValue::from_str(&http_date(upload.updated_at)).ok(),
+            source: SourceKind::Upload,
+            version: Some(Arc::from(upload.version.as_str())),
+            source_key: None,
+            // Until the user changes it; every change invalidates the memory tier.
+            fresh_until: Millis::MAX,
+            stale_until: Millis::MAX,
+            bytes,
+        })
+    }
+
+    async fn upload_of(&self, key: &UserKey) -> Option<Arc<Upload>> {
+        if let Some(found) = self.0.uploads.get(key) {
+            return found;
+        }
+        match self.0.repo.avatar(key).await {
+            Ok(record) => {
+                let found = record.and_then(|r| {
+                    let variants = serde_json::from_str(&r.variants).ok()?;
+                    Some(Arc::new(Upload {
+                        version: r.version,
+                        variants,
+                        updated_at: r.updated_at,
+                    }))
+                });
+                self.0.uploads.insert(key.clone(), found.clone());
+                found
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "upload lookup failed");
+                None
+            }
+        }
+    }
+
+    /// The current upload's version, if any (rewrite API, `?v=`).
+    pub async fn upload_version(&self, key: &UserKey) -> Option<String> {
+        self.upload_of(key).await.map(|u| u.version.clone())
+    }
+
+    /// Run image work on the blocking pool, under the image semaphore (shared by serving and
+    /// upload jobs, so CPU-bound work never exceeds the configured workers).
+    pub async fn image_work<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, imaging::ImagingError> + Send + 'static,
-    ) -> Result<T, Arc<ResolveError>> {
+    ) -> Result<T, ResolveError> {
         let _permit = self
             .0
             .image_permits
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| Arc::new(ResolveError::Task))?;
+            .map_err(|_| ResolveError::Task)?;
         tokio::task::spawn_blocking(work)
             .await
-            .map_err(|_| Arc::new(ResolveError::Task))?
-            .map_err(|e| Arc::new(ResolveError::Imaging(e)))
+            .map_err(|_| ResolveError::Task)?
+            .map_err(ResolveError::Imaging)
     }
 
     /// The generated default, or the `d=404` answer.
@@ -552,10 +666,11 @@ impl Avatars {
         let name = display_name.map(str::to_owned);
         let (size, preferred) = (rkey.size, rkey.format.preferred());
         let encoded = self
-            .blocking_image(move || {
+            .image_work(move || {
                 imaging::render_default(style, seed.as_bytes(), name.as_deref(), size, preferred)
             })
-            .await?;
+            .await
+            .map_err(Arc::new)?;
         let digest = hex::encode(Sha256::digest(&encoded.bytes));
         let rendition = Rendition {
             status: StatusCode::OK,
@@ -584,6 +699,7 @@ impl Avatars {
     /// Drop a key from the memory tier and the registry cache.
     pub fn forget(&self, key: &UserKey) {
         self.0.identities.invalidate(key);
+        self.0.uploads.invalidate(key);
         let key = key.as_str().to_owned();
         self.0.memory.invalidate_where(move |k, _| k.key == key);
     }
@@ -622,6 +738,30 @@ impl Avatars {
         }
         self.forget(key);
         Ok(())
+    }
+}
+
+/// Where a variant's source bytes are.
+enum SourceBytes {
+    /// In hand.
+    Ready(Bytes),
+    /// In the disk tier under this key.
+    Disk(Arc<str>),
+}
+
+/// A user's current upload, as the resolver needs it.
+#[derive(Debug)]
+struct Upload {
+    version: String,
+    variants: Vec<crate::jobs::StoredVariant>,
+    updated_at: Millis,
+}
+
+fn format_content_type(ext: &str) -> &'static str {
+    match ext {
+        "png" => "image/png",
+        "webp" => "image/webp",
+        _ => "image/jpeg",
     }
 }
 

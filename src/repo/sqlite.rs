@@ -4,10 +4,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::{Identity, Repo, RepoError};
+use super::{
+    AvatarRecord, Identity, JobRecord, JobStatus, OutboxMessage, Repo, RepoError, UploadRecord,
+};
+use crate::clock::Millis;
 use crate::keys::UserKey;
 
 /// SQLite-backed metadata store.
@@ -92,6 +96,278 @@ impl Repo for SqliteRepo {
             display_name: r.get("display_name"),
             updated_at: r.get("updated_at"),
         }))
+    }
+
+    async fn create_upload(&self, u: &UploadRecord) -> Result<(), RepoError> {
+        sqlx::query(
+            "INSERT INTO uploads (upload_id, user_key, content_type, max_bytes, expires_at, received_bytes, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(&u.upload_id)
+        .bind(u.user_key.as_str())
+        .bind(&u.content_type)
+        .bind(u.max_bytes)
+        .bind(u.expires_at)
+        .bind(u.received_bytes)
+        .bind(u.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn upload(&self, upload_id: &str) -> Result<Option<UploadRecord>, RepoError> {
+        let row = sqlx::query("SELECT * FROM uploads WHERE upload_id = ?1")
+            .bind(upload_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| UploadRecord {
+            upload_id: r.get("upload_id"),
+            user_key: key_of(&r, "user_key"),
+            content_type: r.get("content_type"),
+            max_bytes: r.get("max_bytes"),
+            expires_at: r.get("expires_at"),
+            received_bytes: r.get("received_bytes"),
+            created_at: r.get("created_at"),
+        }))
+    }
+
+    async fn mark_upload_received(&self, upload_id: &str, bytes: i64) -> Result<bool, RepoError> {
+        let done = sqlx::query(
+            "UPDATE uploads SET received_bytes = ?2 WHERE upload_id = ?1 AND received_bytes IS NULL",
+        )
+        .bind(upload_id)
+        .bind(bytes)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn enqueue_job(&self, j: &JobRecord) -> Result<(), RepoError> {
+        sqlx::query(
+            "INSERT INTO jobs (job_id, user_key, upload_id, crop, status, attempts, run_at, locked_until,
+                               result, error, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )
+        .bind(&j.job_id)
+        .bind(j.user_key.as_str())
+        .bind(&j.upload_id)
+        .bind(&j.crop)
+        .bind(j.status.as_str())
+        .bind(i64::from(j.attempts))
+        .bind(j.run_at)
+        .bind(j.locked_until)
+        .bind(&j.result)
+        .bind(&j.error)
+        .bind(j.created_at)
+        .bind(j.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, RepoError> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE job_id = ?1")
+            .bind(job_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(job_of))
+    }
+
+    async fn claim_job(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Option<JobRecord>, RepoError> {
+        // One statement: SQLite serialises writers, so two workers never claim the same job.
+        let row = sqlx::query(
+            "UPDATE jobs SET status = 'processing', attempts = attempts + 1, locked_until = ?2, updated_at = ?1
+             WHERE job_id = (
+                 SELECT job_id FROM jobs
+                 WHERE (status = 'queued' AND run_at <= ?1)
+                    OR (status = 'processing' AND locked_until <= ?1)
+                 ORDER BY run_at LIMIT 1)
+             RETURNING *",
+        )
+        .bind(now)
+        .bind(lease_until)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(job_of))
+    }
+
+    async fn update_job(&self, j: &JobRecord) -> Result<(), RepoError> {
+        sqlx::query(
+            "UPDATE jobs SET status = ?2, attempts = ?3, run_at = ?4, locked_until = ?5, result = ?6,
+                             error = ?7, updated_at = ?8
+             WHERE job_id = ?1",
+        )
+        .bind(&j.job_id)
+        .bind(j.status.as_str())
+        .bind(i64::from(j.attempts))
+        .bind(j.run_at)
+        .bind(j.locked_until)
+        .bind(&j.result)
+        .bind(&j.error)
+        .bind(j.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_avatar(&self, a: &AvatarRecord) -> Result<Option<AvatarRecord>, RepoError> {
+        let mut tx = self.pool.begin().await?;
+        let previous = sqlx::query("SELECT * FROM avatars WHERE user_key = ?1")
+            .bind(a.user_key.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .as_ref()
+            .map(avatar_of);
+        sqlx::query(
+            "INSERT INTO avatars (user_key, version, variants, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (user_key) DO UPDATE SET version = excluded.version,
+                 variants = excluded.variants, updated_at = excluded.updated_at",
+        )
+        .bind(a.user_key.as_str())
+        .bind(&a.version)
+        .bind(&a.variants)
+        .bind(a.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(previous)
+    }
+
+    async fn avatar(&self, key: &UserKey) -> Result<Option<AvatarRecord>, RepoError> {
+        let row = sqlx::query("SELECT * FROM avatars WHERE user_key = ?1")
+            .bind(key.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(avatar_of))
+    }
+
+    async fn delete_avatar(&self, key: &UserKey) -> Result<Option<AvatarRecord>, RepoError> {
+        let row = sqlx::query("DELETE FROM avatars WHERE user_key = ?1 RETURNING *")
+            .bind(key.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(avatar_of))
+    }
+
+    async fn enqueue_webhook(&self, m: &OutboxMessage, now: Millis) -> Result<(), RepoError> {
+        sqlx::query(
+            "INSERT INTO webhook_outbox (message_id, endpoint, payload, attempts, next_attempt, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(&m.message_id)
+        .bind(&m.endpoint)
+        .bind(&m.payload)
+        .bind(i64::from(m.attempts))
+        .bind(m.next_attempt)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn due_webhooks(&self, now: Millis, limit: i64) -> Result<Vec<OutboxMessage>, RepoError> {
+        let rows = sqlx::query(
+            "SELECT * FROM webhook_outbox WHERE next_attempt <= ?1 ORDER BY next_attempt LIMIT ?2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(outbox_of).collect())
+    }
+
+    async fn remove_webhook(&self, message_id: &str) -> Result<(), RepoError> {
+        sqlx::query("DELETE FROM webhook_outbox WHERE message_id = ?1")
+            .bind(message_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn retry_webhook(
+        &self,
+        message_id: &str,
+        attempts: u32,
+        next_attempt: Millis,
+    ) -> Result<(), RepoError> {
+        sqlx::query(
+            "UPDATE webhook_outbox SET attempts = ?2, next_attempt = ?3 WHERE message_id = ?1",
+        )
+        .bind(message_id)
+        .bind(i64::from(attempts))
+        .bind(next_attempt)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn disable_endpoint(&self, endpoint: &str, now: Millis) -> Result<(), RepoError> {
+        sqlx::query(
+            "INSERT INTO webhook_disabled (endpoint, disabled_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        )
+        .bind(endpoint)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn endpoint_disabled(&self, endpoint: &str) -> Result<bool, RepoError> {
+        let row = sqlx::query("SELECT 1 FROM webhook_disabled WHERE endpoint = ?1")
+            .bind(endpoint)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+}
+
+fn key_of(row: &SqliteRow, column: &str) -> UserKey {
+    let raw: String = row.get(column);
+    // Keys are validated before they are written; a row that fails is a corrupted database.
+    UserKey::parse(&raw)
+        .unwrap_or_else(|| UserKey::parse(&"0".repeat(32)).unwrap_or_else(|| unreachable!()))
+}
+
+fn job_of(r: &SqliteRow) -> JobRecord {
+    let status: String = r.get("status");
+    let attempts: i64 = r.get("attempts");
+    JobRecord {
+        job_id: r.get("job_id"),
+        user_key: key_of(r, "user_key"),
+        upload_id: r.get("upload_id"),
+        crop: r.get("crop"),
+        status: JobStatus::parse(&status),
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        run_at: r.get("run_at"),
+        locked_until: r.get("locked_until"),
+        result: r.get("result"),
+        error: r.get("error"),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+    }
+}
+
+fn avatar_of(r: &SqliteRow) -> AvatarRecord {
+    AvatarRecord {
+        user_key: key_of(r, "user_key"),
+        version: r.get("version"),
+        variants: r.get("variants"),
+        updated_at: r.get("updated_at"),
+    }
+}
+
+fn outbox_of(r: &SqliteRow) -> OutboxMessage {
+    let attempts: i64 = r.get("attempts");
+    OutboxMessage {
+        message_id: r.get("message_id"),
+        endpoint: r.get("endpoint"),
+        payload: r.get("payload"),
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        next_attempt: r.get("next_attempt"),
     }
 }
 

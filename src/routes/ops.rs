@@ -29,6 +29,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
         tracing::warn!(error = %e, "readiness: metadata database failed");
         failing.push("database");
     }
+    if let Err(e) = state.store.health().await {
+        tracing::warn!(error = %e, "readiness: blob store failed");
+        failing.push("store");
+    }
     let disk = state.avatars.disk().clone();
     let writable = tokio::task::spawn_blocking(move || disk.check_writable()).await;
     if !matches!(writable, Ok(Ok(()))) {
@@ -72,5 +76,13 @@ async fn limits(State(state): State<AppState>) -> Json<serde_json::Value> {
         "max_upstream_image_bytes": s.images.max_image_bytes,
         "max_pixels": s.images.max_pixels,
         "max_identities_per_rewrite": crate::routes::identities::MAX_RECORDS,
+        "uploads": {
+            "max_bytes": s.uploads.max_bytes,
+            "accepted_types": crate::uploads::ACCEPTED_TYPES,
+            "url_ttl_seconds": s.uploads.url_ttl.as_secs(),
+            "variant_sizes": s.uploads.variant_sizes,
+            "max_pixels": s.images.max_pixels,
+            "crop": "optional {x, y, width, height} in source pixels after EXIF orientation, inside the image, non-empty; default: centred square",
+        },
     }))
 }

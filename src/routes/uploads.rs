@@ -1,0 +1,232 @@
+//! User routes (`Authorization: Bearer <JWT>`): signed uploads, processing, jobs, deletion.
+//!
+//! - `POST /v1/uploads` → a signed `PUT` URL; `PUT /v1/uploads/{id}?…` takes the bytes (no JWT).
+//! - `POST /v1/avatar` (alias `POST /api/profile/image`): `{"upload_id", "crop"}`, or the image
+//!   itself (multipart `file` + optional `crop` part, or a raw `image/*` body with crop in the query).
+//! - `GET /v1/jobs/{job_id}` (owner only), `DELETE /v1/avatar`.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::app::AppState;
+use crate::auth::User;
+use crate::error::{ApiError, ApiResult};
+use crate::imaging::Crop;
+use crate::uploads::parse_crop;
+
+/// Routes of this module.
+pub fn router(max_upload: usize) -> Router<AppState> {
+    // Multipart framing and JSON need a little room beyond the image itself.
+    let limit = DefaultBodyLimit::max(max_upload + 64 * 1024);
+    Router::new()
+        .route("/v1/uploads", post(create_upload))
+        .route("/v1/uploads/{upload_id}", put(receive_upload).layer(limit))
+        .route("/v1/avatar", post(start).delete(delete_avatar).layer(limit))
+        .route("/api/profile/image", post(start).layer(limit))
+        .route("/v1/jobs/{job_id}", get(job_status))
+}
+
+#[derive(Deserialize)]
+struct UploadRequest {
+    content_type: String,
+    content_length: u64,
+}
+
+async fn create_upload(
+    user: User,
+    State(state): State<AppState>,
+    body: Result<Json<UploadRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Json(request) = body?;
+    let grant = state
+        .uploads
+        .grant(&user, &request.content_type, request.content_length)
+        .await?;
+    Ok((StatusCode::CREATED, Json(grant)))
+}
+
+async fn receive_upload(
+    State(state): State<AppState>,
+    Path(upload_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    state
+        .uploads
+        .receive(
+            &upload_id,
+            query.as_deref().unwrap_or(""),
+            content_type,
+            body,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct StartRequest {
+    upload_id: String,
+    #[serde(default)]
+    crop: Option<Value>,
+}
+
+/// One handler for the three shapes of `POST /v1/avatar`, told apart by `Content-Type`.
+async fn start(
+    user: User,
+    State(state): State<AppState>,
+    request: Request,
+) -> ApiResult<impl IntoResponse> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let accepted = if content_type.starts_with("application/json") {
+        let Json(body) = Json::<StartRequest>::from_request(request, &state).await?;
+        let crop = body
+            .crop
+            .as_ref()
+            .filter(|c| !c.is_null())
+            .map(parse_crop)
+            .transpose()?;
+        state.uploads.start(&user, &body.upload_id, crop).await?
+    } else if content_type.starts_with("multipart/form-data") {
+        let mut multipart = Multipart::from_request(request, &state)
+            .await
+            .map_err(|e| ApiError::bad_request("invalid-multipart", e.body_text()))?;
+        let (mut file, mut file_type, mut crop) = (None, None, None);
+        while let Some(field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| ApiError::bad_request("invalid-multipart", e.body_text()))?
+        {
+            match field.name() {
+                Some("file") => {
+                    file_type = field.content_type().map(str::to_owned);
+                    file = Some(field.bytes().await.map_err(|e| multipart_error(&e))?);
+                }
+                Some("crop") => {
+                    let text = field.text().await.map_err(|e| multipart_error(&e))?;
+                    let value: Value = serde_json::from_str(&text).map_err(|_| {
+                        ApiError::bad_request("invalid-crop", "the crop part must be JSON")
+                    })?;
+                    crop = Some(parse_crop(&value)?);
+                }
+                _ => {}
+            }
+        }
+        let file = file.ok_or_else(|| {
+            ApiError::bad_request("missing-file", "send the image as the `file` part")
+        })?;
+        state
+            .uploads
+            .direct(&user, file_type.as_deref(), file, crop)
+            .await?
+    } else if content_type.starts_with("image/") {
+        let crop = crop_from_query(request.uri().query())?;
+        let body = Bytes::from_request(request, &state)
+            .await
+            .map_err(|e| ApiError::client(e.status(), "invalid-body", e.body_text()))?;
+        state
+            .uploads
+            .direct(&user, Some(&content_type), body, crop)
+            .await?
+    } else {
+        return Err(ApiError::client(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "send JSON {upload_id, crop}, multipart with a `file` part, or an image/* body",
+        ));
+    };
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+fn multipart_error(e: &axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::client(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            "the image is too large",
+        )
+    } else {
+        ApiError::bad_request("invalid-multipart", e.body_text())
+    }
+}
+
+/// `?x=&y=&width=&height=`: all four or none.
+fn crop_from_query(query: Option<&str>) -> Result<Option<Crop>, ApiError> {
+    let mut found = serde_json::Map::new();
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if matches!(k.as_ref(), "x" | "y" | "width" | "height") {
+            let n: u32 = v.parse().map_err(|_| {
+                ApiError::bad_request("invalid-crop", format!("{k} must be a whole number"))
+            })?;
+            found.insert(k.into_owned(), json!(n));
+        }
+    }
+    if found.is_empty() {
+        return Ok(None);
+    }
+    parse_crop(&Value::Object(found)).map(Some)
+}
+
+async fn job_status(
+    user: User,
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let job = state
+        .repo
+        .job(&job_id)
+        .await?
+        .filter(|j| j.user_key == user.key)
+        .ok_or_else(|| ApiError::not_found("job"))?;
+    let parse = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+    };
+    let mut body = json!({
+        "job_id": job.job_id,
+        "status": job.status.as_str(),
+        "attempts": job.attempts,
+        "created_at": crate::uploads::rfc3339(job.created_at),
+        "updated_at": crate::uploads::rfc3339(job.updated_at),
+    });
+    match job.status {
+        crate::repo::JobStatus::Completed => {
+            body["result"] = parse(&job.result).unwrap_or(Value::Null)
+        }
+        crate::repo::JobStatus::Failed => body["error"] = parse(&job.error).unwrap_or(Value::Null),
+        _ => {}
+    }
+    Ok(Json(body))
+}
+
+async fn delete_avatar(user: User, State(state): State<AppState>) -> ApiResult<StatusCode> {
+    let removed = state.repo.delete_avatar(&user.key).await?;
+    state.avatars.forget(&user.key);
+    match removed {
+        Some(record) => {
+            if let Err(e) = state
+                .store
+                .delete_prefix(&format!("avatar/{}/{}", user.key, record.version))
+                .await
+            {
+                tracing::warn!(error = %e, "could not delete removed variants");
+            }
+            Ok(StatusCode::NO_CONTENT)
+        }
+        None => Err(ApiError::not_found("uploaded avatar")),
+    }
+}
