@@ -115,8 +115,29 @@ pub async fn spawn_app_in(
     extra: &[(&str, String)],
     clock: ManualClock,
 ) -> TestApp {
+    spawn(dir, extra, clock, None).await
+}
+
+pub async fn spawn_app_with_store(
+    dir: Arc<tempfile::TempDir>,
+    extra: &[(&str, String)],
+    store: Arc<dyn avatar_proxy::store::BlobStore>,
+) -> TestApp {
+    spawn(dir, extra, ManualClock::new(), Some(store)).await
+}
+
+async fn spawn(
+    dir: Arc<tempfile::TempDir>,
+    extra: &[(&str, String)],
+    clock: ManualClock,
+    store: Option<Arc<dyn avatar_proxy::store::BlobStore>>,
+) -> TestApp {
     let settings = settings(dir.path(), extra);
-    let app = Application::build_with_clock(settings, Arc::new(clock.clone()))
+    let overrides = avatar_proxy::app::Overrides {
+        clock: Some(Arc::new(clock.clone())),
+        store,
+    };
+    let app = Application::build_with(settings, overrides)
         .await
         .expect("app builds");
     let addr = app.local_addr();

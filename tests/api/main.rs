@@ -9,4 +9,5 @@ mod config_cli;
 mod identities;
 mod ops;
 mod serving;
+mod upload_flows;
 mod upstream_faults;

@@ -1,0 +1,726 @@
+//! Uploads end to end: signed and single-request flows, jobs, events, webhooks, and every way a
+//! client can get it wrong.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use avatar_proxy::store::{BlobStore, ObjectBlobStore, StoreError};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+pub const JWT_SECRET: &str = "a-test-jwt-secret-of-at-least-32-bytes!!";
+
+pub fn token(sub: &str, exp_offset: i64) -> String {
+    let exp = time::OffsetDateTime::now_utc().unix_timestamp() + exp_offset;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": sub, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("token")
+}
+
+fn jwt_env() -> Vec<(&'static str, String)> {
+    vec![("AVATAR_JWT_SECRET", JWT_SECRET.into())]
+}
+
+async fn grant(app: &TestApp, user: &str, content_type: &str, len: usize) -> Value {
+    let r = app
+        .client
+        .post(format!("{}/v1/uploads", app.base))
+        .bearer_auth(token(user, 600))
+        .json(&json!({"content_type": content_type, "content_length": len}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 201);
+    r.json().await.expect("json")
+}
+
+async fn put(app: &TestApp, url: &str, content_type: &str, body: Bytes) -> reqwest::Response {
+    app.client
+        .put(url)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("sent")
+}
+
+async fn start(app: &TestApp, user: &str, body: Value) -> reqwest::Response {
+    app.client
+        .post(format!("{}/v1/avatar", app.base))
+        .bearer_auth(token(user, 600))
+        .json(&body)
+        .send()
+        .await
+        .expect("sent")
+}
+
+async fn job_until_done(app: &TestApp, user: &str, job_id: &str) -> Value {
+    for _ in 0..1000 {
+        let r = app
+            .client
+            .get(format!("{}/v1/jobs/{job_id}", app.base))
+            .bearer_auth(token(user, 600))
+            .send()
+            .await
+            .expect("sent");
+        let body: Value = r.json().await.expect("json");
+        if body["status"] == "completed" || body["status"] == "failed" {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("job {job_id} never finished");
+}
+
+/// A two-tone picture: left half red, right half blue, so crops can be told apart.
+fn two_tone(w: u32, h: u32) -> Bytes {
+    let img = image::RgbImage::from_fn(w, h, |x, _| {
+        if x < w / 2 {
+            image::Rgb([220, 20, 20])
+        } else {
+            image::Rgb([20, 20, 220])
+        }
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, image::ImageFormat::Jpeg)
+        .expect("encode");
+    Bytes::from(out.into_inner())
+}
+
+#[tokio::test]
+async fn the_signed_url_flow_ends_in_a_websocket_event_and_a_new_avatar() {
+    let app = spawn_app(&jwt_env()).await;
+    let ws_url = format!(
+        "ws://{}/v1/events?access_token={}",
+        app.base.trim_start_matches("http://"),
+        token("ada", 600)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .expect("websocket");
+
+    let picture = two_tone(800, 400);
+    let g = grant(&app, "ada", "image/jpeg", picture.len()).await;
+    assert_eq!(g["method"], "PUT");
+    assert_eq!(g["headers"]["Content-Type"], "image/jpeg");
+    let r = put(&app, g["url"].as_str().expect("url"), "image/jpeg", picture).await;
+    assert_eq!(r.status(), 204);
+    // Crop the blue right half.
+    let r = start(&app, "ada", json!({"upload_id": g["upload_id"], "crop": {"x": 450, "y": 50, "width": 300, "height": 300}})).await;
+    assert_eq!(r.status(), 202);
+    let accepted: Value = r.json().await.expect("json");
+    assert_eq!(accepted["status"], "queued");
+    assert!(
+        accepted["status_url"]
+            .as_str()
+            .expect("url")
+            .ends_with(accepted["job_id"].as_str().expect("id"))
+    );
+
+    let mut kinds = Vec::new();
+    let mut completed = Value::Null;
+    while completed.is_null() {
+        let message = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("an event")
+            .expect("open")
+            .expect("ok");
+        let event: Value = serde_json::from_str(message.to_text().expect("text")).expect("json");
+        assert!(event["id"].is_string() && event["timestamp"].is_string());
+        kinds.push(event["type"].as_str().expect("type").to_owned());
+        if event["type"] == "ProfileImageCompleted" {
+            completed = event;
+        }
+    }
+    assert_eq!(kinds, vec!["ProfileImageUpdated", "ProfileImageCompleted"]);
+    let url = completed["data"]["urls"]["512"]
+        .as_str()
+        .expect("512 url")
+        .to_owned();
+    assert!(url.contains("v="), "{url}");
+    let r = app.client.get(&url).send().await.expect("sent");
+    assert_eq!(r.headers()["x-avatar-source"], "upload");
+    assert_eq!(
+        r.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    let (colour, w, h) = centre(&r.bytes().await.expect("body"));
+    assert_eq!((w, h), (512, 512));
+    assert!(
+        close_to(colour, [20, 20, 220]),
+        "the crop kept the blue half: {colour:?}"
+    );
+
+    let key = app.key_for("ada");
+    let small = app.get(&format!("/avatar/{key}?s=64")).await;
+    assert_eq!(small.headers()["x-avatar-source"], "upload");
+    assert_eq!(
+        centre(&small.bytes().await.expect("b")).1,
+        64,
+        "other sizes derive from the 512 variant"
+    );
+
+    let job = job_until_done(&app, "ada", accepted["job_id"].as_str().expect("id")).await;
+    assert_eq!(job["status"], "completed");
+    let variants = job["result"]["variants"].as_array().expect("variants");
+    assert_eq!(
+        variants.len(),
+        4,
+        "128 and 512, JPEG and WebP: {variants:?}"
+    );
+    assert!(job["result"]["version"].is_string());
+    assert!(job["result"]["exif"].is_object());
+}
+
+#[tokio::test]
+async fn single_request_uploads_work_as_multipart_and_raw_with_sse_events() {
+    let app = spawn_app(&jwt_env()).await;
+    let sse = app
+        .client
+        .get(format!("{}/v1/events", app.base))
+        .bearer_auth(token("bob", 600))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("sse");
+    assert_eq!(sse.status(), 200);
+    let mut sse = sse.bytes_stream();
+
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(jpeg([0, 180, 0], 300).to_vec())
+                .mime_str("image/jpeg")
+                .expect("mime"),
+        )
+        .text("crop", r#"{"x": 0, "y": 0, "width": 200, "height": 200}"#);
+    let r = app
+        .client
+        .post(format!("{}/v1/avatar", app.base))
+        .bearer_auth(token("bob", 600))
+        .multipart(form)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 202);
+    let mut seen = String::new();
+    while !seen.contains("ProfileImageCompleted") {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), sse.next())
+            .await
+            .expect("event")
+            .expect("open")
+            .expect("ok");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("event: ProfileImageUpdated"), "{seen}");
+    let key = app.key_for("bob");
+    let r = app.get(&format!("/avatar/{key}?s=128")).await;
+    assert_eq!(r.headers()["x-avatar-source"], "upload");
+    assert!(close_to(
+        centre(&r.bytes().await.expect("b")).0,
+        [0, 180, 0]
+    ));
+
+    let raw = app
+        .client
+        .post(format!(
+            "{}/api/profile/image?x=10&y=10&width=100&height=100",
+            app.base
+        ))
+        .bearer_auth(token("bob", 600))
+        .header("content-type", "image/jpeg")
+        .body(jpeg([200, 200, 0], 300))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(raw.status(), 202);
+    let job: Value = raw.json().await.expect("json");
+    let done = job_until_done(&app, "bob", job["job_id"].as_str().expect("id")).await;
+    assert_eq!(done["status"], "completed");
+    let r = app.get(&format!("/avatar/{key}?s=128")).await;
+    assert!(
+        close_to(centre(&r.bytes().await.expect("b")).0, [200, 200, 0]),
+        "the newer upload wins at once"
+    );
+}
+
+#[tokio::test]
+async fn upload_urls_refuse_tampering_expiry_replays_wrong_types_and_oversize() {
+    let app = spawn_app(&jwt_env()).await;
+    let picture = jpeg([5, 5, 5], 100);
+    let g = grant(&app, "eve", "image/jpeg", picture.len()).await;
+    let url = g["url"].as_str().expect("url").to_owned();
+
+    let tampered = url.replace("max=", "max=9");
+    assert_eq!(
+        put(&app, &tampered, "image/jpeg", picture.clone())
+            .await
+            .status(),
+        403
+    );
+    let png = {
+        let mut out = std::io::Cursor::new(Vec::new());
+        image::DynamicImage::ImageRgb8(image::RgbImage::new(10, 10))
+            .write_to(&mut out, image::ImageFormat::Png)
+            .expect("png");
+        Bytes::from(out.into_inner())
+    };
+    let r = put(&app, &url, "image/jpeg", png).await;
+    assert_eq!(
+        r.status(),
+        415,
+        "the bytes are sniffed, not the header trusted"
+    );
+    assert_eq!(
+        put(&app, &url, "image/png", picture.clone()).await.status(),
+        415
+    );
+    let mut bigger = picture.to_vec();
+    bigger.extend_from_slice(&[0; 10]);
+    assert_eq!(
+        put(&app, &url, "image/jpeg", Bytes::from(bigger))
+            .await
+            .status(),
+        413
+    );
+    assert_eq!(
+        put(&app, &url, "image/jpeg", picture.clone())
+            .await
+            .status(),
+        204
+    );
+    let replay = put(&app, &url, "image/jpeg", picture.clone()).await;
+    assert_eq!(replay.status(), 409);
+    assert_eq!(
+        replay.json::<Value>().await.expect("json")["code"],
+        "already-uploaded"
+    );
+
+    let g2 = grant(&app, "eve", "image/jpeg", picture.len()).await;
+    app.clock.advance(Duration::from_secs(301));
+    let expired = put(
+        &app,
+        g2["url"].as_str().expect("url"),
+        "image/jpeg",
+        picture.clone(),
+    )
+    .await;
+    assert_eq!(expired.status(), 403);
+    assert_eq!(
+        expired.json::<Value>().await.expect("json")["code"],
+        "upload-url-expired"
+    );
+
+    let r = app
+        .client
+        .post(format!("{}/v1/uploads", app.base))
+        .bearer_auth(token("eve", 600))
+        .json(&json!({"content_type": "image/svg+xml", "content_length": 10}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 415);
+    let r = app
+        .client
+        .post(format!("{}/v1/uploads", app.base))
+        .bearer_auth(token("eve", 600))
+        .json(&json!({"content_type": "image/png", "content_length": 6 * 1024 * 1024}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 413);
+}
+
+#[tokio::test]
+async fn invalid_crops_are_refused_at_once_with_try_again() {
+    let app = spawn_app(&jwt_env()).await;
+    let picture = jpeg([9, 9, 9], 200);
+    let g = grant(&app, "cat", "image/jpeg", picture.len()).await;
+    put(&app, g["url"].as_str().expect("url"), "image/jpeg", picture).await;
+    for crop in [
+        json!({"x": 0, "y": 0, "width": 0, "height": 10}),
+        json!({"x": 150, "y": 0, "width": 100, "height": 100}),
+        json!({"x": 4294967295u64, "y": 0, "width": 2, "height": 2}),
+        json!({"x": -1, "y": 0, "width": 10, "height": 10}),
+        json!({"x": "1", "y": 0, "width": 10, "height": 10}),
+        json!({"x": 1.5, "y": 0, "width": 10, "height": 10}),
+        json!({"x": 0, "y": 0}),
+    ] {
+        let r = start(
+            &app,
+            "cat",
+            json!({"upload_id": g["upload_id"], "crop": crop}),
+        )
+        .await;
+        assert_eq!(r.status(), 400, "{crop}");
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["code"], "invalid-crop", "{crop}");
+        assert_eq!(body["user_message"], "Try again");
+    }
+}
+
+#[tokio::test]
+async fn bad_images_fail_clearly() {
+    let app = spawn_app(&jwt_env()).await;
+    let send = |body: Bytes, content_type: &'static str| {
+        let client = app.client.clone();
+        let url = format!("{}/v1/avatar", app.base);
+        async move {
+            client
+                .post(url)
+                .bearer_auth(token("dan", 600))
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .expect("sent")
+        }
+    };
+    let bomb = send(Bytes::from(png_header(100_000, 100_000)), "image/png").await;
+    assert_eq!(bomb.status(), 422);
+    assert_eq!(
+        bomb.json::<Value>().await.expect("json")["code"],
+        "invalid-image"
+    );
+    let svg = send(
+        Bytes::from_static(b"<svg xmlns='http://www.w3.org/2000/svg'/>"),
+        "image/svg+xml",
+    )
+    .await;
+    assert_eq!(svg.status(), 415);
+    // A truncated JPEG passes the header probe; processing fails at once, without retries.
+    let full = two_tone(400, 400);
+    let truncated = full.slice(..full.len() / 3);
+    let r = send(truncated, "image/jpeg").await;
+    assert_eq!(r.status(), 202);
+    let job: Value = r.json().await.expect("json");
+    let done = job_until_done(&app, "dan", job["job_id"].as_str().expect("id")).await;
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["attempts"], 1);
+    assert_eq!(done["error"]["code"], "invalid-image");
+    assert_eq!(done["error"]["user_message"], "Try again");
+    let key = app.key_for("dan");
+    assert_eq!(
+        app.get(&format!("/avatar/{key}")).await.headers()["x-avatar-source"],
+        "default"
+    );
+}
+
+#[tokio::test]
+async fn jobs_belong_to_their_owner_and_tokens_are_checked() {
+    let app = spawn_app(&jwt_env()).await;
+    let r = app
+        .client
+        .post(format!("{}/v1/avatar", app.base))
+        .bearer_auth(token("owner", 600))
+        .header("content-type", "image/jpeg")
+        .body(jpeg([1, 1, 1], 64))
+        .send()
+        .await
+        .expect("sent");
+    let job: Value = r.json().await.expect("json");
+    let job_url = format!(
+        "{}/v1/jobs/{}",
+        app.base,
+        job["job_id"].as_str().expect("id")
+    );
+    let other = app
+        .client
+        .get(&job_url)
+        .bearer_auth(token("intruder", 600))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(other.status(), 404);
+
+    let none = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "owner", "exp": 4_000_000_000u64}),
+        &jsonwebtoken::EncodingKey::from_secret(b"some-other-secret-that-is-long-enough"),
+    )
+    .expect("token");
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let alg_none = format!(
+        "{}.{}.",
+        b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        b64.encode(r#"{"sub":"owner","exp":4000000000}"#)
+    );
+    for bad in [none, alg_none, token("owner", -3600), "garbage".to_owned()] {
+        let r = app
+            .client
+            .get(&job_url)
+            .bearer_auth(&bad)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(r.status(), 401, "{bad}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    }
+    assert_eq!(
+        app.client
+            .get(&job_url)
+            .send()
+            .await
+            .expect("sent")
+            .status(),
+        401
+    );
+}
+
+/// A store whose writes of variants fail a set number of times, like a flaky S3.
+struct FlakyStore {
+    inner: ObjectBlobStore,
+    failures_left: AtomicUsize,
+}
+
+#[async_trait]
+impl BlobStore for FlakyStore {
+    async fn put(&self, path: &str, bytes: Bytes) -> Result<(), StoreError> {
+        if path.starts_with("avatar/")
+            && self
+                .failures_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(StoreError::Backend("injected failure".into()));
+        }
+        self.inner.put(path, bytes).await
+    }
+    async fn get(&self, path: &str) -> Result<Bytes, StoreError> {
+        self.inner.get(path).await
+    }
+    async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
+        self.inner.delete_prefix(prefix).await
+    }
+    async fn delete_older_than(&self, prefix: &str, age: Duration) -> Result<usize, StoreError> {
+        self.inner.delete_older_than(prefix, age).await
+    }
+    async fn health(&self) -> Result<(), StoreError> {
+        self.inner.health().await
+    }
+}
+
+#[tokio::test]
+async fn a_job_is_retried_after_transient_store_failures() {
+    let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+    let store = Arc::new(FlakyStore {
+        inner: ObjectBlobStore::local(&dir.path().join("store")).expect("store"),
+        failures_left: AtomicUsize::new(2),
+    });
+    let app = spawn_app_with_store(dir, &jwt_env(), store).await;
+    let r = app
+        .client
+        .post(format!("{}/v1/avatar", app.base))
+        .bearer_auth(token("flaky", 10 * 365 * 86400))
+        .header("content-type", "image/jpeg")
+        .body(jpeg([30, 90, 150], 200))
+        .send()
+        .await
+        .expect("sent");
+    let job: Value = r.json().await.expect("json");
+    let job_url = format!(
+        "{}/v1/jobs/{}",
+        app.base,
+        job["job_id"].as_str().expect("id")
+    );
+    let mut last = Value::Null;
+    for _ in 0..2000 {
+        last = app
+            .client
+            .get(&job_url)
+            .bearer_auth(token("flaky", 10 * 365 * 86400))
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json");
+        if last["status"] == "completed" || last["status"] == "failed" {
+            break;
+        }
+        // Retries wait for their backoff: move time instead of waiting for it.
+        app.clock.advance(Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(last["status"], "completed", "{last}");
+    assert_eq!(last["attempts"], 3);
+}
+
+#[tokio::test]
+async fn a_queued_job_is_processed_after_a_restart() {
+    let mut env = jwt_env();
+    env.push(("AVATAR_JOB_WORKERS", "0".into()));
+    let app = spawn_app(&env).await;
+    let r = app
+        .client
+        .post(format!("{}/v1/avatar", app.base))
+        .bearer_auth(token("sleeper", 600))
+        .header("content-type", "image/jpeg")
+        .body(jpeg([250, 120, 0], 100))
+        .send()
+        .await
+        .expect("sent");
+    let job: Value = r.json().await.expect("json");
+    let clock = app.clock.clone();
+    let dir = app.stop().await;
+    let again = spawn_app_in(dir, &jwt_env(), clock).await;
+    let done = job_until_done(&again, "sleeper", job["job_id"].as_str().expect("id")).await;
+    assert_eq!(done["status"], "completed");
+    let key = again.key_for("sleeper");
+    assert_eq!(
+        again.get(&format!("/avatar/{key}")).await.headers()["x-avatar-source"],
+        "upload"
+    );
+}
+
+#[tokio::test]
+async fn deleting_the_upload_falls_back_to_the_upstream_avatar() {
+    let upstream = FakeUpstream::start().await;
+    upstream.set("avatars/fb.jpg", Behaviour::Image(jpeg([0, 200, 200], 64)));
+    let mut env = upstream_env("IDP", upstream.addr);
+    env.extend(jwt_env());
+    let app = spawn_app(&env).await;
+    let key = app
+        .register("fallback", &upstream.url("avatars/fb.jpg"))
+        .await;
+    assert_eq!(
+        app.get(&format!("/avatar/{key}")).await.headers()["x-avatar-source"],
+        "upstream"
+    );
+    let r = app
+        .client
+        .post(format!("{}/v1/avatar", app.base))
+        .bearer_auth(token("fallback", 600))
+        .header("content-type", "image/jpeg")
+        .body(jpeg([200, 0, 200], 100))
+        .send()
+        .await
+        .expect("sent");
+    let job: Value = r.json().await.expect("json");
+    job_until_done(&app, "fallback", job["job_id"].as_str().expect("id")).await;
+    assert_eq!(
+        app.get(&format!("/avatar/{key}")).await.headers()["x-avatar-source"],
+        "upload"
+    );
+    let r = app
+        .client
+        .delete(format!("{}/v1/avatar", app.base))
+        .bearer_auth(token("fallback", 600))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        app.get(&format!("/avatar/{key}")).await.headers()["x-avatar-source"],
+        "upstream"
+    );
+}
+
+#[tokio::test]
+async fn webhooks_are_signed_and_retried_until_accepted() {
+    use avatar_proxy::webhooks::signature::WebhookSecret;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let received: Arc<std::sync::Mutex<Vec<(bool, Value)>>> = Arc::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let router = {
+        let received = received.clone();
+        let calls = calls.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: Bytes| {
+                let received = received.clone();
+                let calls = calls.clone();
+                async move {
+                    let h = |n: &str| {
+                        headers
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned()
+                    };
+                    let ok = WebhookSecret::parse(secret).expect("secret").verify(
+                        (
+                            &h("webhook-id"),
+                            &h("webhook-timestamp"),
+                            &h("webhook-signature"),
+                        ),
+                        &body,
+                        h("webhook-timestamp").parse().unwrap_or(0),
+                        300,
+                    );
+                    // Fail the first two deliveries.
+                    if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    received
+                        .lock()
+                        .expect("lock")
+                        .push((ok, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let mut env = jwt_env();
+    env.push(("AVATAR_WEBHOOK_URL", hook));
+    env.push(("AVATAR_WEBHOOK_SECRET", secret.into()));
+    env.push(("AVATAR_WEBHOOK_ALLOW_PRIVATE", "true".into()));
+    let app = spawn_app(&env).await;
+    let r = app
+        .client
+        .post(format!("{}/v1/avatar", app.base))
+        .bearer_auth(token("hooked", 600))
+        .header("content-type", "image/jpeg")
+        .body(jpeg([10, 20, 30], 100))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 202);
+    for _ in 0..2000 {
+        let done = {
+            let got = received.lock().expect("lock");
+            ["ProfileImageUpdated", "ProfileImageCompleted"]
+                .iter()
+                .all(|kind| got.iter().any(|(_, v)| v["type"] == *kind))
+        };
+        if done {
+            break;
+        }
+        app.clock.advance(Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let received = received.lock().expect("lock").clone();
+    assert!(
+        received.iter().all(|(ok, _)| *ok),
+        "every delivery is correctly signed"
+    );
+    let kinds: Vec<&str> = received
+        .iter()
+        .filter_map(|(_, v)| v["type"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"ProfileImageUpdated") && kinds.contains(&"ProfileImageCompleted"),
+        "{kinds:?}"
+    );
+    assert!(
+        calls.load(Ordering::SeqCst) >= 4,
+        "two failures, then both events"
+    );
+}
