@@ -2,16 +2,10 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# Dependencies first, so source edits do not rebuild them.
-COPY Cargo.toml Cargo.lock ./
-COPY config ./config
-COPY migrations ./migrations
-COPY assets ./assets
-RUN mkdir -p src && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
-    && cargo build --release --locked \
-    && rm -rf src
-COPY src ./src
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin avatar-proxy
+# The whole crate (target/ and the cache are excluded by .dockerignore): manifests, config,
+# migrations, fonts, sources, benches and examples all take part in resolving the package.
+COPY . .
+RUN cargo build --release --locked --bin avatar-proxy
 
 FROM debian:bookworm-slim
 # ca-certificates: HTTPS to upstreams; curl: the HEALTHCHECK.
