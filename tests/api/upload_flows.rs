@@ -724,3 +724,65 @@ async fn webhooks_are_signed_and_retried_until_accepted() {
         "two failures, then both events"
     );
 }
+
+/// `jpeg` with an EXIF APP1 segment saying "rotate 90° clockwise to display" (orientation 6).
+fn with_orientation_6(jpeg: &[u8]) -> Bytes {
+    let mut tiff = b"MM\0\x2a\0\0\0\x08".to_vec();
+    tiff.extend_from_slice(&1u16.to_be_bytes()); // one IFD entry
+    tiff.extend_from_slice(&0x0112u16.to_be_bytes()); // Orientation
+    tiff.extend_from_slice(&3u16.to_be_bytes()); // SHORT
+    tiff.extend_from_slice(&1u32.to_be_bytes()); // count
+    tiff.extend_from_slice(&[0, 6, 0, 0]); // value 6, padded
+    tiff.extend_from_slice(&0u32.to_be_bytes()); // no next IFD
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend_from_slice(&tiff);
+    let mut out = jpeg[..2].to_vec(); // SOI
+    out.extend_from_slice(&[0xff, 0xe1]);
+    out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&jpeg[2..]);
+    Bytes::from(out)
+}
+
+#[tokio::test]
+async fn an_exif_rotated_upload_comes_out_upright_and_crops_in_display_pixels() {
+    let app = spawn_app(&jwt_env()).await;
+    // Stored landscape 400x200, red left / blue right; displayed portrait 200x400, red on top.
+    let picture = with_orientation_6(&two_tone(400, 200));
+    let r = app
+        .client
+        .post(format!(
+            "{}/v1/avatar?x=0&y=200&width=200&height=200",
+            app.base
+        ))
+        .bearer_auth(token("tilted", 600))
+        .header("content-type", "image/jpeg")
+        .body(picture)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        r.status(),
+        202,
+        "the crop is valid only in display coordinates"
+    );
+    let job: Value = r.json().await.expect("json");
+    let done = job_until_done(&app, "tilted", job["job_id"].as_str().expect("id")).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["result"]["exif"]["orientation"], 6);
+    let key = app.key_for("tilted");
+    let served = app
+        .get(&format!("/avatar/{key}?s=128"))
+        .await
+        .bytes()
+        .await
+        .expect("b");
+    assert!(
+        close_to(centre(&served).0, [20, 20, 220]),
+        "the bottom of the upright picture is blue"
+    );
+    assert!(
+        !served.windows(4).any(|w| w == b"Exif"),
+        "metadata is stripped"
+    );
+}
