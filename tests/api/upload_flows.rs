@@ -62,6 +62,18 @@ async fn start(app: &TestApp, user: &str, body: Value) -> reqwest::Response {
         .expect("sent")
 }
 
+/// `POST /v1/avatar` with a raw JPEG body: the single-request upload.
+async fn post_image(app: &TestApp, bearer: &str, body: Bytes) -> reqwest::Response {
+    app.client
+        .post(format!("{}/v1/avatar", app.base))
+        .bearer_auth(bearer)
+        .header("content-type", "image/jpeg")
+        .body(body)
+        .send()
+        .await
+        .expect("sent")
+}
+
 async fn job_until_done(app: &TestApp, user: &str, job_id: &str) -> Value {
     for _ in 0..1000 {
         let r = app
@@ -418,15 +430,7 @@ async fn bad_images_fail_clearly() {
 #[tokio::test]
 async fn jobs_belong_to_their_owner_and_tokens_are_checked() {
     let app = spawn_app(&jwt_env()).await;
-    let r = app
-        .client
-        .post(format!("{}/v1/avatar", app.base))
-        .bearer_auth(token("owner", 600))
-        .header("content-type", "image/jpeg")
-        .body(jpeg([1, 1, 1], 64))
-        .send()
-        .await
-        .expect("sent");
+    let r = post_image(&app, &token("owner", 600), jpeg([1, 1, 1], 64)).await;
     let job: Value = r.json().await.expect("json");
     let job_url = format!(
         "{}/v1/jobs/{}",
@@ -518,15 +522,12 @@ async fn a_job_is_retried_after_transient_store_failures() {
         failures_left: AtomicUsize::new(2),
     });
     let app = spawn_app_with_store(dir, &jwt_env(), store).await;
-    let r = app
-        .client
-        .post(format!("{}/v1/avatar", app.base))
-        .bearer_auth(token("flaky", 10 * 365 * 86400))
-        .header("content-type", "image/jpeg")
-        .body(jpeg([30, 90, 150], 200))
-        .send()
-        .await
-        .expect("sent");
+    let r = post_image(
+        &app,
+        &token("flaky", 10 * 365 * 86400),
+        jpeg([30, 90, 150], 200),
+    )
+    .await;
     let job: Value = r.json().await.expect("json");
     let job_url = format!(
         "{}/v1/jobs/{}",
@@ -561,15 +562,7 @@ async fn a_queued_job_is_processed_after_a_restart() {
     let mut env = jwt_env();
     env.push(("AVATAR_JOB_WORKERS", "0".into()));
     let app = spawn_app(&env).await;
-    let r = app
-        .client
-        .post(format!("{}/v1/avatar", app.base))
-        .bearer_auth(token("sleeper", 600))
-        .header("content-type", "image/jpeg")
-        .body(jpeg([250, 120, 0], 100))
-        .send()
-        .await
-        .expect("sent");
+    let r = post_image(&app, &token("sleeper", 600), jpeg([250, 120, 0], 100)).await;
     let job: Value = r.json().await.expect("json");
     let clock = app.clock.clone();
     let dir = app.stop().await;
@@ -597,15 +590,7 @@ async fn deleting_the_upload_falls_back_to_the_upstream_avatar() {
         app.get(&format!("/avatar/{key}")).await.headers()["x-avatar-source"],
         "upstream"
     );
-    let r = app
-        .client
-        .post(format!("{}/v1/avatar", app.base))
-        .bearer_auth(token("fallback", 600))
-        .header("content-type", "image/jpeg")
-        .body(jpeg([200, 0, 200], 100))
-        .send()
-        .await
-        .expect("sent");
+    let r = post_image(&app, &token("fallback", 600), jpeg([200, 0, 200], 100)).await;
     let job: Value = r.json().await.expect("json");
     job_until_done(&app, "fallback", job["job_id"].as_str().expect("id")).await;
     assert_eq!(
@@ -683,15 +668,7 @@ async fn webhooks_are_signed_and_retried_until_accepted() {
     env.push(("AVATAR_WEBHOOK_SECRET", secret.into()));
     env.push(("AVATAR_WEBHOOK_ALLOW_PRIVATE", "true".into()));
     let app = spawn_app(&env).await;
-    let r = app
-        .client
-        .post(format!("{}/v1/avatar", app.base))
-        .bearer_auth(token("hooked", 600))
-        .header("content-type", "image/jpeg")
-        .body(jpeg([10, 20, 30], 100))
-        .send()
-        .await
-        .expect("sent");
+    let r = post_image(&app, &token("hooked", 600), jpeg([10, 20, 30], 100)).await;
     assert_eq!(r.status(), 202);
     for _ in 0..2000 {
         let done = {
