@@ -622,9 +622,17 @@ impl Avatars {
         }
     }
 
-    /// The current upload's version, if any (rewrite API, `?v=`).
-    pub async fn upload_version(&self, key: &UserKey) -> Option<String> {
-        self.upload_of(key).await.map(|u| u.version.clone())
+    /// The version a key's URL serves now, for `?v=`: the upload's, else the cached upstream
+    /// copy's, else none.
+    pub async fn current_version(
+        &self,
+        key: &UserKey,
+        upstream_url: Option<&str>,
+    ) -> Option<String> {
+        match self.upload_of(key).await {
+            Some(upload) => Some(upload.version.clone()),
+            None => upstream_url.and_then(|u| self.cached_version(u)),
+        }
     }
 
     /// Run image work on the blocking pool, under the image semaphore (shared by serving and

@@ -152,10 +152,10 @@ async fn rewrite(
 
     let mut rewritten = 0;
     for (index, p) in &parsed {
-        let version = p
-            .upstream
-            .as_deref()
-            .and_then(|u| state.avatars.cached_version(u));
+        let version = state
+            .avatars
+            .current_version(&p.key, p.upstream.as_deref())
+            .await;
         let local = state.avatar_url(&p.key, version.as_deref());
         if let Some(Value::Object(record)) = records.get_mut(*index) {
             for field in AVATAR_FIELDS {
@@ -294,10 +294,10 @@ async fn register_one(
         .avatars
         .register(std::slice::from_ref(&identity))
         .await?;
-    let version = identity
-        .upstream_url
-        .as_deref()
-        .and_then(|u| state.avatars.cached_version(u));
+    let version = state
+        .avatars
+        .current_version(&key, identity.upstream_url.as_deref())
+        .await;
     Ok(Json(json!({
         "key": key.as_str(),
         "avatar_url": state.avatar_url(&key, version.as_deref()),

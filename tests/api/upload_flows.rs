@@ -763,3 +763,33 @@ async fn an_exif_rotated_upload_comes_out_upright_and_crops_in_display_pixels() 
         "metadata is stripped"
     );
 }
+
+#[tokio::test]
+async fn the_rewrite_api_returns_the_upload_version() {
+    let app = spawn_app(&jwt_env()).await;
+    let r = post_image(&app, &token("versioned", 600), jpeg([90, 10, 10], 100)).await;
+    let job: Value = r.json().await.expect("json");
+    let done = job_until_done(&app, "versioned", job["job_id"].as_str().expect("id")).await;
+    let version = done["result"]["version"]
+        .as_str()
+        .expect("version")
+        .to_owned();
+    let body: Value = app
+        .client
+        .post(format!("{}/v1/identities/rewrite", app.base))
+        .bearer_auth(API_KEY)
+        .json(&json!({"identities": [{"id": "versioned", "avatar_url": null}], "prefetch": "none"}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let url = body["identities"][0]["avatar_url"].as_str().expect("url");
+    assert!(url.ends_with(&format!("?v={version}")), "{url}");
+    let r = app.client.get(url).send().await.expect("sent");
+    assert_eq!(
+        r.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+}
