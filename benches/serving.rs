@@ -10,10 +10,13 @@
 //!   store the variant.
 //!
 //! Every request asserts its `x-cache` header, so a bench that silently measured another path
-//! fails instead of reporting a wrong number. The server runs on its own multi-thread runtime
-//! (as the binary does); the client (reqwest, keep-alive) drives requests one after another
-//! from a current-thread runtime, so each figure is the latency of one request, not throughput
-//! (that is `benches/load.sh`'s job).
+//! fails instead of reporting a wrong number. Client, server and fake upstream share one
+//! current-thread runtime, and requests go one after another over a keep-alive connection: each
+//! figure is the CPU cost of one request through both HTTP stacks and the loopback, without
+//! cross-thread wake-ups. (With the server on its own multi-thread runtime, this VM measured
+//! 40 µs or 121 µs for the same memory hit depending on whether the other core was busy: idle
+//! cores wake slowly, and that latency swamped the path under test.) Throughput with the
+//! server's real runtime, against nginx, is `benches/load.sh`'s job.
 //!
 //! Run: `cargo bench --bench serving` (add a filter such as `-- memory_hit` to run one).
 
@@ -202,32 +205,27 @@ fn client() -> reqwest::Client {
         .expect("HTTP client")
 }
 
-fn runtimes() -> (Runtime, Runtime) {
-    // The server gets what the binary gets (`#[tokio::main]`: one worker per core); the client
-    // runs on a current-thread runtime of its own, driven by criterion.
-    let server = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> Runtime {
+    // One thread for everything (see the module docs); image work still goes to the blocking
+    // pool, as in production.
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("server runtime");
-    let client = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("client runtime");
-    (server, client)
+        .expect("runtime")
 }
 
 /// (a) The hot path: a key already served, answered from the memory tier.
-fn memory_hit(c: &mut Criterion, server_rt: &Runtime, client_rt: &Runtime, upstream: &Upstream) {
+fn memory_hit(c: &mut Criterion, rt: &Runtime, upstream: &Upstream) {
     // Set up lazily: criterion only calls the closure when the bench is not filtered out.
     let mut setup: Option<(Service, reqwest::Client, String)> = None;
     let mut group = c.benchmark_group("serving");
     group.throughput(Throughput::Elements(1));
     group.bench_function("memory_hit", |b| {
         let (_, http, url) = setup.get_or_insert_with(|| {
-            let service = Service::start(server_rt, upstream.addr, &[]);
+            let service = Service::start(rt, upstream.addr, &[]);
             let http = client();
             let url = service.avatar_url("memory-hit-user");
-            client_rt.block_on(async {
+            rt.block_on(async {
                 service
                     .register(&http, &["memory-hit-user".to_owned()])
                     .await;
@@ -238,11 +236,11 @@ fn memory_hit(c: &mut Criterion, server_rt: &Runtime, client_rt: &Runtime, upstr
             (service, http, url)
         });
         let (http, url): (&reqwest::Client, &str) = (http, url);
-        b.to_async(client_rt).iter(|| get(http, url, "hit-memory"));
+        b.to_async(rt).iter(|| get(http, url, "hit-memory"));
     });
     group.finish();
     if let Some((service, ..)) = setup {
-        service.stop(server_rt);
+        service.stop(rt);
     }
 }
 
@@ -260,17 +258,16 @@ fn memory_hit(c: &mut Criterion, server_rt: &Runtime, client_rt: &Runtime, upstr
 /// The memory-tier insert and the eviction it triggers are part of the measured cost, as they
 /// are in production. A fresh app over the same cache dir would measure each key's disk hit only
 /// once, and serving distinct sizes of one key would measure renders, not disk hits.
-fn disk_hit(c: &mut Criterion, server_rt: &Runtime, client_rt: &Runtime, upstream: &Upstream) {
+fn disk_hit(c: &mut Criterion, rt: &Runtime, upstream: &Upstream) {
     let mut setup: Option<(Service, reqwest::Client, Vec<String>)> = None;
     let next = AtomicUsize::new(0);
     let mut group = c.benchmark_group("serving");
     group.throughput(Throughput::Elements(1));
     group.bench_function("disk_hit", |b| {
         let (_, http, urls) = setup.get_or_insert_with(|| {
-            let service =
-                Service::start(server_rt, upstream.addr, &[("AVATAR_MEMORY_CACHE_MB", "1")]);
+            let service = Service::start(rt, upstream.addr, &[("AVATAR_MEMORY_CACHE_MB", "1")]);
             let http = client();
-            let urls = client_rt.block_on(async {
+            let urls = rt.block_on(async {
                 let probe = vec!["disk-hit-probe".to_owned()];
                 service.register(&http, &probe).await;
                 let size = get(&http, &service.avatar_url(&probe[0]), "miss").await;
@@ -292,21 +289,21 @@ fn disk_hit(c: &mut Criterion, server_rt: &Runtime, client_rt: &Runtime, upstrea
             (service, http, urls)
         });
         let (http, urls, next): (&reqwest::Client, &[String], &AtomicUsize) = (http, urls, &next);
-        b.to_async(client_rt).iter(|| {
+        b.to_async(rt).iter(|| {
             let i = next.fetch_add(1, Ordering::Relaxed) % urls.len();
             get(http, &urls[i], "hit-disk")
         });
     });
     group.finish();
     if let Some((service, ..)) = setup {
-        service.stop(server_rt);
+        service.stop(rt);
     }
 }
 
 /// (c) A miss: a user never seen, so upstream fetch → store → render → store the variant.
 /// Registration happens before the clock starts (it is the identity API's cost, not serving's);
 /// each timed request is the first GET of a freshly registered user with a byte-distinct image.
-fn miss(c: &mut Criterion, server_rt: &Runtime, client_rt: &Runtime, upstream: &Upstream) {
+fn miss(c: &mut Criterion, rt: &Runtime, upstream: &Upstream) {
     let mut setup: Option<(Service, reqwest::Client)> = None;
     let fetched_before = upstream.hits.load(Ordering::Relaxed);
     let serial = AtomicUsize::new(0);
@@ -318,10 +315,10 @@ fn miss(c: &mut Criterion, server_rt: &Runtime, client_rt: &Runtime, upstream: &
     group.measurement_time(Duration::from_secs(15));
     group.bench_function("miss", |b| {
         let (service, http) =
-            setup.get_or_insert_with(|| (Service::start(server_rt, upstream.addr, &[]), client()));
+            setup.get_or_insert_with(|| (Service::start(rt, upstream.addr, &[]), client()));
         let (service, http, serial, served): (&Service, &reqwest::Client, _, _) =
             (service, http, &serial, &served);
-        b.to_async(client_rt).iter_custom(|iters| async move {
+        b.to_async(rt).iter_custom(|iters| async move {
             let first = serial.fetch_add(iters as usize, Ordering::Relaxed);
             let ids: Vec<String> = (first..first + iters as usize)
                 .map(|i| format!("miss-{i}"))
@@ -346,17 +343,17 @@ fn miss(c: &mut Criterion, server_rt: &Runtime, client_rt: &Runtime, upstream: &
             served.load(Ordering::Relaxed),
             "one upstream fetch per miss"
         );
-        service.stop(server_rt);
+        service.stop(rt);
     }
 }
 
 fn serving(c: &mut Criterion) {
-    let (server_rt, client_rt) = runtimes();
-    let upstream = start_upstream(&server_rt);
+    let rt = runtime();
+    let upstream = start_upstream(&rt);
     // Each bench gets its own service and cache directory.
-    memory_hit(c, &server_rt, &client_rt, &upstream);
-    disk_hit(c, &server_rt, &client_rt, &upstream);
-    miss(c, &server_rt, &client_rt, &upstream);
+    memory_hit(c, &rt, &upstream);
+    disk_hit(c, &rt, &upstream);
+    miss(c, &rt, &upstream);
 }
 
 // What `criterion_group!`/`criterion_main!` expand to, written out: the macros generate an

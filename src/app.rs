@@ -305,6 +305,16 @@ impl Application {
             }
         });
         background.push(tokio::spawn(cleanup_loop(state.clone())));
+        // The recorder keeps histogram samples until upkeep drains them: without a scraper,
+        // they would pile up for ever.
+        let prometheus = state.metrics.prometheus.clone();
+        background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                prometheus.run_upkeep();
+            }
+        }));
         background.push(tokio::spawn(async move {
             let _ = rebuild.await;
         }));
