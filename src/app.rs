@@ -203,6 +203,7 @@ impl Application {
                 },
                 negative_ttl: settings.cache.negative_ttl,
                 limits,
+                request_timeout: settings.server.request_timeout,
             },
             settings.cache.memory_mb.saturating_mul(1024 * 1024),
             disk.clone(),
@@ -347,11 +348,8 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let router = crate::routes::router(self.state.clone());
         tracing::info!(address = %self.local_addr(), base_url = %self.state.public_base_url, "avatar-proxy listening");
-        let result = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let result = crate::routes::serve(self.listener, self.state.clone(), shutdown).await;
         for task in self.background {
             task.abort();
         }

@@ -26,24 +26,47 @@ use tracing::Level;
 use crate::app::AppState;
 use crate::error::ApiError;
 
-/// The whole application router.
+/// The whole application router (without the outer middleware; see [`serve`]).
 pub fn router(state: AppState) -> Router {
-    let timeout = state.settings.server.request_timeout;
+    let timeout = TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        state.settings.server.request_timeout,
+    );
     let max_upload = usize::try_from(state.settings.uploads.max_bytes).unwrap_or(usize::MAX);
-    let user_routes = uploads::router(max_upload).layer(cors(&state.settings.uploads.cors_origins));
+    let user_routes = uploads::router(max_upload)
+        .layer(cors(&state.settings.uploads.cors_origins))
+        .layer(timeout);
     Router::new()
+        // No timer here: a memory hit must not pay for one. The resolver bounds its slow path.
         .merge(avatars::router())
-        .merge(identities::router())
+        .merge(identities::router().layer(timeout))
         .merge(user_routes)
-        // Streams outlive the request timeout: it only bounds the time to the response head.
+        // Streams outlive any request timeout.
         .merge(events::router())
-        .merge(ops::router())
+        .merge(ops::router().layer(timeout))
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)
-        // Outermost last: panics become 500s, slow requests 408s, credentials never reach logs.
+}
+
+/// Serve the router until `shutdown`, wrapped once (not per route) in the outer middleware:
+/// panics become 500s, credentials never reach logs, spans carry paths but never query strings
+/// (`access_token`, upload signatures).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let service = tower::ServiceBuilder::new()
+        .map_response(|r: axum::http::Response<_>| r.map(axum::body::Body::new))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("handler panicked", &"panic").into_response_owned()
+        }))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
         .layer(
             TraceLayer::new_for_http()
-                // Paths only: query strings may carry tokens (`access_token`, signatures).
                 .make_span_with(
                     DefaultMakeSpan::new()
                         .level(Level::DEBUG)
@@ -51,17 +74,13 @@ pub fn router(state: AppState) -> Router {
                 )
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            header::AUTHORIZATION,
-            header::COOKIE,
-        ]))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::internal("handler panicked", &"panic").into_response_owned()
-        }))
+        .service(router(state));
+    axum::serve(
+        listener,
+        axum::ServiceExt::<axum::extract::Request>::into_make_service(service),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// CORS for browser uploads from the configured origins (none configured: no CORS headers).

@@ -46,6 +46,8 @@ pub struct AvatarSettings {
     pub negative_ttl: Duration,
     /// Decode limits.
     pub limits: imaging::Limits,
+    /// Upper bound of a slow-path answer (the fetch or render goes on for later requests).
+    pub request_timeout: Duration,
 }
 
 /// A shared result of a rendition build.
@@ -60,6 +62,9 @@ pub enum ResolveError {
     /// A blocking task died.
     #[error("image task failed")]
     Task,
+    /// The answer took longer than the request timeout.
+    #[error("timed out")]
+    Timeout,
 }
 
 /// An upstream copy on disk, with how it was obtained.
@@ -186,11 +191,15 @@ impl Avatars {
         }
         let this = self.clone();
         let flight_key = key.clone();
-        self.0
+        let flight = self
+            .0
             .renditions
-            .run(flight_key, move || async move { this.build(key).await })
-            .await
-            .unwrap_or(Err(Arc::new(ResolveError::Task)))
+            .run(flight_key, move || async move { this.build(key).await });
+        match tokio::time::timeout(self.0.settings.request_timeout, flight).await {
+            Ok(Some(built)) => built,
+            Ok(None) => Err(Arc::new(ResolveError::Task)),
+            Err(_) => Err(Arc::new(ResolveError::Timeout)),
+        }
     }
 
     /// Build a rendition from the registry, the caches, the upstream or the defaults.

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -33,8 +33,10 @@ async fn avatar(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    // The request itself, so headers are read in place rather than cloned into a `HeaderMap`.
+    request: Request,
 ) -> Response {
+    let headers = request.headers();
     let started = Instant::now();
     let file = path.map(|Path(p)| p).unwrap_or_default();
     let (key, extension) = split_extension(&file);
@@ -55,7 +57,7 @@ async fn avatar(
         force_default: query.force_default,
     };
     let response = match state.avatars.serve(rkey).await {
-        Ok((rendition, status)) => respond(&rendition, status, &query, negotiated, &headers),
+        Ok((rendition, status)) => respond(&rendition, status, &query, negotiated, headers),
         Err(e) => {
             tracing::error!(error = %e, "no image could be produced");
             ApiError::unavailable("avatar-unavailable", "the avatar could not be produced")
