@@ -341,7 +341,7 @@ pub fn render(
     let largest = sizes.iter().copied().max().unwrap_or(1);
 
     let source = decode::decode(bytes, &probe, limits, raw_rect, largest)?;
-    let has_alpha = source.has_alpha_in(source.rect);
+    let (source, has_alpha) = resize::isolate_crop(source)?;
 
     // Resizing is cheap next to encoding; both run in parallel across sizes and formats.
     let squares = encode::parallel(
@@ -492,6 +492,7 @@ mod tests {
     fn dct_scaled_decode_keeps_the_crop_on_the_right_region() {
         // 2048x1536; the crop straddles the vertical boundary between the left and right
         // quadrants, and is large enough (600) for a 1/8 decode at size 64.
+        assert_eq!(decode::dct_denominator(600, 64), 8);
         let stored = fixtures::jpeg_quadrants(2048, 1536);
         for orientation in [1u8, 6, 3, 8] {
             let jpeg = fixtures::with_exif(&stored, u16::from(orientation), None);
@@ -660,6 +661,33 @@ mod tests {
     }
 
     #[test]
+    fn grey_grey_alpha_and_16_bit_pngs_render() {
+        use image::ExtendedColorType as C;
+        let limits = Limits::default();
+        let formats = [Preferred::JpegOrPng];
+        let grey = fixtures::png_of(8, 8, C::L8, &[77; 64]);
+        let rendered = render(&grey, &limits, None, &[4], &formats).expect("grey");
+        assert_eq!(rendered.variants[0].1.format, OutputFormat::Jpeg);
+        assert!(near(
+            &decode_rgb(only(&rendered)).get_pixel(2, 2).0,
+            &[77, 77, 77],
+            3
+        ));
+        let grey_alpha = fixtures::png_of(8, 8, C::La8, &[200, 100].repeat(64));
+        let rendered = render(&grey_alpha, &limits, None, &[4], &formats).expect("grey+alpha");
+        assert!(rendered.has_alpha);
+        assert_eq!(rendered.variants[0].1.format, OutputFormat::Png);
+        // 16-bit samples (native-endian in `image`'s buffers): 0xC000 → 192.
+        let deep = fixtures::png_of(8, 8, C::Rgb16, &0xC000u16.to_ne_bytes().repeat(8 * 8 * 3));
+        let rendered = render(&deep, &limits, None, &[4], &formats).expect("16-bit");
+        assert!(near(
+            &decode_rgb(only(&rendered)).get_pixel(2, 2).0,
+            &[192, 192, 192],
+            3
+        ));
+    }
+
+    #[test]
     fn hostile_inputs_are_errors_never_panics() {
         let limits = Limits::default();
         let formats = [Preferred::JpegOrPng];
@@ -701,7 +729,7 @@ mod tests {
             fixtures::webp_lossy(32, 32),
             fixtures::jpeg_cmyk(32, 32, [[0; 4]; 4], None),
         ] {
-            for _ in 0..40 {
+            for _ in 0..150 {
                 let mut bytes = original.clone();
                 for _ in 0..4 {
                     let at = (next() as usize) % bytes.len();

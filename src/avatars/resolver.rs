@@ -681,7 +681,12 @@ impl Avatars {
         // Invalid keys share one seed, so garbage URLs cannot make us render endless images.
         let seed = user_key.map(|k| k.as_str().to_owned()).unwrap_or_default();
         let name = display_name.map(str::to_owned);
-        let (size, preferred) = (rkey.size, rkey.format.preferred());
+        // Generated images have hard edges and flat colours: PNG unless a format was asked for.
+        let preferred = match rkey.format {
+            FormatChoice::Auto => imaging::Preferred::Exactly(imaging::OutputFormat::Png),
+            FormatChoice::Exactly(f) => imaging::Preferred::Exactly(f),
+        };
+        let size = rkey.size;
         let encoded = self
             .image_work(move || {
                 imaging::render_default(style, seed.as_bytes(), name.as_deref(), size, preferred)

@@ -233,6 +233,38 @@ fn initials(name: &str) -> String {
         .collect()
 }
 
+/// Lays `letters` out on a baseline at y = 0 and returns the glyphs and the union of their
+/// ink boxes (not the line box: initials have no descenders, and the ink is what the eye
+/// centres), or `None` when nothing has an outline.
+fn layout(
+    font: &FontRef<'_>,
+    letters: &[char],
+    scale: PxScale,
+) -> Option<(Vec<Glyph>, ab_glyph::Rect)> {
+    let scaled = font.as_scaled(scale);
+    let mut caret = 0.0f32;
+    let mut previous = None;
+    let mut glyphs: Vec<Glyph> = Vec::with_capacity(letters.len());
+    for c in letters {
+        let id = scaled.glyph_id(*c);
+        if let Some(prev) = previous {
+            caret += scaled.kern(prev, id);
+        }
+        glyphs.push(id.with_scale_and_position(scale, point(caret, 0.0)));
+        caret += scaled.h_advance(id);
+        previous = Some(id);
+    }
+    let bounds = glyphs
+        .iter()
+        .filter_map(|g| scaled.outline_glyph(g.clone()))
+        .map(|o| o.px_bounds())
+        .reduce(|a, b| ab_glyph::Rect {
+            min: point(a.min.x.min(b.min.x), a.min.y.min(b.min.y)),
+            max: point(a.max.x.max(b.max.x), a.max.y.max(b.max.y)),
+        })?;
+    Some((glyphs, bounds))
+}
+
 /// The initials picture, or `None` when the name yields no initial the font can draw.
 fn initials_picture(
     hash: &[u8; 32],
@@ -255,38 +287,20 @@ fn initials_picture(
         0.40 + f32::from(hash[3] % 6) / 100.0,
     );
     let s = size as f32;
-    let scale = PxScale::from(if letters.len() == 1 {
-        0.50 * s
-    } else {
-        0.42 * s
-    });
-    let scaled = font.as_scaled(scale);
-
-    // Lay out on a baseline at y = 0, then centre the ink box (not the line box: initials
-    // have no descenders, and the ink is what the eye centres).
-    let mut caret = 0.0f32;
-    let mut previous = None;
-    let mut glyphs: Vec<Glyph> = Vec::with_capacity(letters.len());
-    for c in &letters {
-        let id = scaled.glyph_id(*c);
-        if let Some(prev) = previous {
-            caret += scaled.kern(prev, id);
-        }
-        glyphs.push(id.with_scale_and_position(scale, point(caret, 0.0)));
-        caret += scaled.h_advance(id);
-        previous = Some(id);
-    }
-    let bounds = glyphs
-        .iter()
-        .filter_map(|g| scaled.outline_glyph(g.clone()))
-        .map(|o| o.px_bounds())
-        .reduce(|a, b| ab_glyph::Rect {
-            min: point(a.min.x.min(b.min.x), a.min.y.min(b.min.y)),
-            max: point(a.max.x.max(b.max.x), a.max.y.max(b.max.y)),
-        });
-    let Some(bounds) = bounds else {
+    let height = if letters.len() == 1 { 0.50 } else { 0.42 } * s;
+    let Some((mut glyphs, mut bounds)) = layout(&font, &letters, PxScale::from(height)) else {
         return Ok(None);
     };
+    // Wide pairs ("WM") would touch the edges: keep the ink within 70% of the width.
+    let widest = 0.70 * s;
+    if bounds.width() > widest {
+        let smaller = PxScale::from(height * widest / bounds.width());
+        let Some(relaid) = layout(&font, &letters, smaller) else {
+            return Ok(None);
+        };
+        (glyphs, bounds) = relaid;
+    }
+    let scaled = font.as_scaled(glyphs.first().map_or(PxScale::from(height), |g| g.scale));
     let dx = ((s - bounds.width()) / 2.0 - bounds.min.x).round();
     let dy = ((s - bounds.height()) / 2.0 - bounds.min.y).round();
 

@@ -90,6 +90,15 @@ pub fn png_half_transparent(w: u32, h: u32) -> Vec<u8> {
     png_rgba(w, h, &px)
 }
 
+/// A PNG of the given pixels in any colour type `image` writes (grey, grey+alpha, 16-bit...).
+pub fn png_of(w: u32, h: u32, color: image::ExtendedColorType, px: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    PngEncoder::new(&mut out)
+        .write_image(px, w, h, color)
+        .expect("encode fixture");
+    out
+}
+
 /// An RGBA PNG of the given pixels.
 pub fn png_rgba(w: u32, h: u32, px: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();

@@ -7,9 +7,9 @@
 //! square stays a square.
 
 use fast_image_resize::images::{Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::{FilterType, MulDiv, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
-use crate::imaging::decode::{Channels, Source};
+use crate::imaging::decode::{Channels, Rect, Source};
 use crate::imaging::{Crop, ImagingError};
 
 /// An EXIF orientation: how the stored pixels must be transformed to be shown upright.
@@ -147,6 +147,55 @@ pub(crate) fn square_within(crop: Crop) -> Crop {
     }
 }
 
+/// For RGBA sources: copies out the pixels under the crop, tells whether any is less than
+/// opaque, and if so premultiplies them by alpha, once for all sizes. Premultiplied
+/// resampling keeps the colour of fully transparent pixels (often black) from bleeding into
+/// edges; doing it here touches the crop only, where fast_image_resize would premultiply the
+/// whole source again for every size. RGB sources are returned as they are.
+pub(crate) fn isolate_crop(source: Source) -> Result<(Source, bool), ImagingError> {
+    if source.channels != Channels::Rgba {
+        return Ok((source, false));
+    }
+    let rect = source.rect;
+    let x0 = (rect.x.floor().max(0.0) as u32).min(source.width);
+    let y0 = (rect.y.floor().max(0.0) as u32).min(source.height);
+    let x1 = ((rect.x + rect.width).ceil() as u32).clamp(x0, source.width);
+    let y1 = ((rect.y + rect.height).ceil() as u32).clamp(y0, source.height);
+    let (width, height) = (x1 - x0, y1 - y0);
+    let stride = source.width as usize * 4;
+    let mut pixels = Vec::with_capacity(width as usize * height as usize * 4);
+    for y in y0 as usize..y1 as usize {
+        let row = source
+            .pixels
+            .get(y * stride + x0 as usize * 4..y * stride + x1 as usize * 4)
+            .ok_or_else(|| ImagingError::Encode("crop outside the decoded image".into()))?;
+        pixels.extend_from_slice(row);
+    }
+    let has_alpha = pixels.chunks_exact(4).any(|px| px[3] != 255);
+    if has_alpha {
+        let mut image = Image::from_vec_u8(width, height, pixels, PixelType::U8x4)
+            .map_err(|e| ImagingError::Encode(format!("premultiply: {e}")))?;
+        MulDiv::default()
+            .multiply_alpha_inplace(&mut image)
+            .map_err(|e| ImagingError::Encode(format!("premultiply: {e}")))?;
+        pixels = image.into_vec();
+    }
+    let isolated = Source {
+        width,
+        height,
+        channels: Channels::Rgba,
+        pixels,
+        rect: Rect {
+            x: rect.x - f64::from(x0),
+            y: rect.y - f64::from(y0),
+            ..rect
+        },
+        denominator: source.denominator,
+        premultiplied: has_alpha,
+    };
+    Ok((isolated, has_alpha))
+}
+
 /// A resized, upright, square image ready for an encoder.
 #[derive(Debug, Clone)]
 pub(crate) struct Square {
@@ -156,8 +205,9 @@ pub(crate) struct Square {
     pub pixels: Vec<u8>,
 }
 
-/// Resamples `source.rect` to `size` x `size` (Lanczos3; alpha premultiplied when it
-/// matters) and turns the result upright.
+/// Resamples `source.rect` to `size` x `size` (Lanczos3) and turns the result upright.
+/// Premultiplied sources are un-premultiplied after resampling; RGBA sources without
+/// transparency come out as RGB.
 pub(crate) fn resize_square(
     source: &Source,
     size: u32,
@@ -176,11 +226,16 @@ pub(crate) fn resize_square(
     let options = ResizeOptions::new()
         .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
         .crop(rect.x, rect.y, rect.width, rect.height)
-        // Premultiplying only pays (and only changes anything) when some pixel is see-through.
-        .use_alpha(has_alpha);
+        // Alpha was dealt with once, in `isolate_crop`.
+        .use_alpha(false);
     Resizer::new()
         .resize(&src, &mut dst, &options)
         .map_err(|e| failed(&e))?;
+    if source.premultiplied {
+        MulDiv::default()
+            .divide_alpha_inplace(&mut dst)
+            .map_err(|e| failed(&e))?;
+    }
     let mut pixels = dst.into_vec();
     let mut channels = source.channels;
     if channels == Channels::Rgba && !has_alpha {
@@ -303,6 +358,7 @@ mod tests {
                 height: f64::from(h),
             },
             denominator: 1,
+            premultiplied: false,
         }
     }
 
@@ -330,11 +386,44 @@ mod tests {
                 source.pixels[i..i + 4].copy_from_slice(&[0, 0, 0, 0]);
             }
         }
+        let (source, has_alpha) = isolate_crop(source).expect("isolate");
+        assert!(has_alpha && source.premultiplied);
         let square = resize_square(&source, 16, Orientation::Normal, true).expect("resize");
         assert_eq!(square.channels, Channels::Rgba);
         for px in square.pixels.chunks_exact(4).filter(|p| p[3] > 16) {
             assert!(px[0] > 240 && px[1] > 240 && px[2] > 240, "{px:?}");
         }
+    }
+
+    #[test]
+    fn only_pixels_under_the_crop_decide_transparency() {
+        // 20x10: opaque left half, transparent right half.
+        let mut source = flat_source(Channels::Rgba, &[9, 9, 9, 255], 20, 10);
+        for y in 0..10 {
+            for x in 10..20 {
+                source.pixels[(y * 20 + x) * 4 + 3] = 0;
+            }
+        }
+        let left = Rect {
+            x: 2.0,
+            y: 1.0,
+            width: 8.0,
+            height: 8.0,
+        };
+        let (isolated, has_alpha) = isolate_crop(Source {
+            rect: left,
+            ..source.clone()
+        })
+        .expect("isolate");
+        assert!(!has_alpha);
+        assert_eq!((isolated.width, isolated.height), (8, 8));
+        assert_eq!((isolated.rect.x, isolated.rect.y), (0.0, 0.0));
+        let (_, has_alpha) = isolate_crop(Source {
+            rect: Rect { x: 2.5, ..left },
+            ..source
+        })
+        .expect("isolate");
+        assert!(has_alpha, "a crop reaching into the transparent half");
     }
 
     #[test]
