@@ -793,3 +793,102 @@ async fn the_rewrite_api_returns_the_upload_version() {
         "public, max-age=31536000, immutable"
     );
 }
+
+#[tokio::test]
+async fn an_endpoint_answering_410_is_disabled() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let router = {
+        let calls = calls.clone();
+        axum::Router::new().route(
+            "/gone",
+            axum::routing::post(move || {
+                let calls = calls.clone();
+                async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    axum::http::StatusCode::GONE
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook = format!("http://{}/gone", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let mut env = jwt_env();
+    env.push(("AVATAR_WEBHOOK_URL", hook));
+    env.push((
+        "AVATAR_WEBHOOK_SECRET",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+    ));
+    env.push(("AVATAR_WEBHOOK_ALLOW_PRIVATE", "true".into()));
+    let app = spawn_app(&env).await;
+    let r = post_image(&app, &token("gone", 600), jpeg([1, 2, 3], 64)).await;
+    let job: Value = r.json().await.expect("json");
+    job_until_done(&app, "gone", job["job_id"].as_str().expect("id")).await;
+    // Wait until the outbox is empty: every message was either delivered once or dropped.
+    for _ in 0..500 {
+        let due = app
+            .state
+            .repo
+            .due_webhooks(i64::MAX, 10)
+            .await
+            .expect("outbox");
+        if due.is_empty() && calls.load(Ordering::SeqCst) >= 1 {
+            break;
+        }
+        app.clock.advance(Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Give the Completed message (queued right after the job was marked done) time to go out.
+    for _ in 0..100 {
+        app.clock.advance(Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(app.state.repo.due_webhooks(i64::MAX, 10).await.expect("outbox").is_empty());
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "after a 410 nothing more is sent"
+    );
+    let endpoint = app.state.settings.webhooks.url.clone();
+    assert!(
+        app.state
+            .repo
+            .endpoint_disabled(&endpoint)
+            .await
+            .expect("check")
+    );
+}
+
+#[tokio::test]
+async fn browsers_may_upload_from_the_configured_origin_only() {
+    let mut env = jwt_env();
+    env.push(("AVATAR_CORS_ORIGINS", "https://app.example".into()));
+    let app = spawn_app(&env).await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, format!("{}/v1/uploads", app.base))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("https://app.example").await.expect("sent");
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let refused = preflight("https://evil.example").await.expect("sent");
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}
