@@ -62,3 +62,14 @@ pub fn http_date(at: Millis) -> String {
     let secs = u64::try_from(at / 1000).unwrap_or(0);
     httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(secs))
 }
+
+/// RFC 3339 for a time in milliseconds (events, job timestamps, expiries).
+pub fn rfc3339(at: Millis) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}

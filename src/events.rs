@@ -75,14 +75,7 @@ impl Notifier {
     /// Publish an event. The outbox write comes first: at-least-once delivery.
     pub async fn publish(&self, user_key: &UserKey, kind: EventKind, data: Value) {
         let now = self.clock.now_millis();
-        let timestamp =
-            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1_000_000)
-                .ok()
-                .and_then(|t| {
-                    t.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .unwrap_or_default();
+        let timestamp = crate::clock::rfc3339(now);
         let event = Arc::new(Event {
             kind,
             id: crate::webhooks::signature::new_message_id(),

@@ -145,7 +145,7 @@ impl Uploads {
             upload_id: grant.upload_id,
             method: "PUT",
             headers: json!({"Content-Type": content_type}),
-            expires_at: rfc3339(expires_at.saturating_mul(1000)),
+            expires_at: crate::clock::rfc3339(expires_at.saturating_mul(1000)),
         })
     }
 
@@ -443,15 +443,4 @@ fn too_large(max: u64) -> ApiError {
 fn store_error(e: crate::store::StoreError) -> ApiError {
     tracing::error!(error = %e, "blob store failed");
     ApiError::unavailable("store-unavailable", "the image store is unavailable")
-}
-
-/// RFC 3339 for milliseconds since the epoch.
-pub fn rfc3339(at: crate::clock::Millis) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }

@@ -200,8 +200,8 @@ async fn job_status(
         "job_id": job.job_id,
         "status": job.status.as_str(),
         "attempts": job.attempts,
-        "created_at": crate::uploads::rfc3339(job.created_at),
-        "updated_at": crate::uploads::rfc3339(job.updated_at),
+        "created_at": crate::clock::rfc3339(job.created_at),
+        "updated_at": crate::clock::rfc3339(job.updated_at),
     });
     match job.status {
         crate::repo::JobStatus::Completed => {

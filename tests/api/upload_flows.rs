@@ -847,7 +847,14 @@ async fn an_endpoint_answering_410_is_disabled() {
         app.clock.advance(Duration::from_secs(60));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(app.state.repo.due_webhooks(i64::MAX, 10).await.expect("outbox").is_empty());
+    assert!(
+        app.state
+            .repo
+            .due_webhooks(i64::MAX, 10)
+            .await
+            .expect("outbox")
+            .is_empty()
+    );
     assert_eq!(
         calls.load(Ordering::SeqCst),
         1,
