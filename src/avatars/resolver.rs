@@ -208,11 +208,11 @@ impl Avatars {
             None => self.default_rendition(&rkey, None, None).await?,
             Some(user_key) => {
                 if !rkey.force_default
-                    && let Some(found) = self.upload_rendition(&rkey, &user_key).await
+                    && let Some((found, status)) = self.upload_rendition(&rkey, &user_key).await
                 {
                     let rendition = Arc::new(found);
                     self.0.memory.insert(rkey, rendition.clone());
-                    return Ok((rendition, CacheStatus::HitDisk));
+                    return Ok((rendition, status));
                 }
                 let identity = self.identity(&user_key).await;
                 let name = identity.as_ref().and_then(|i| i.display_name.clone());
@@ -502,7 +502,7 @@ impl Avatars {
         size: u32,
         format: FormatChoice,
     ) -> Result<(Bytes, DiskEntry), Arc<ResolveError>> {
-        let vkey = format!("var:{digest}:{size}:{}", format.label());
+        let vkey = variant_key(digest, size, format);
         if let Some(found) = self.0.disk.get(&vkey).await {
             return Ok(found);
         }
@@ -557,7 +557,11 @@ impl Avatars {
     }
 
     /// The user's upload at the requested size and format, if they have one.
-    async fn upload_rendition(&self, rkey: &RenditionKey, key: &UserKey) -> Option<Rendition> {
+    async fn upload_rendition(
+        &self,
+        rkey: &RenditionKey,
+        key: &UserKey,
+    ) -> Option<(Rendition, CacheStatus)> {
         let upload = self.upload_of(key).await?;
         let wanted_ext = |f: &str| match rkey.format {
             FormatChoice::Auto => f != "webp",
@@ -567,10 +571,10 @@ impl Avatars {
             .variants
             .iter()
             .find(|v| v.size == rkey.size && wanted_ext(&v.format));
-        let (bytes, content_type) = match exact {
+        let (bytes, content_type, status) = match exact {
             Some(v) => {
                 let bytes = self.0.store.get(&v.path).await.ok()?;
-                (bytes, format_content_type(&v.format))
+                (bytes, format_content_type(&v.format), CacheStatus::HitDisk)
             }
             None => {
                 // Other sizes and formats derive from the largest variant through the cache.
@@ -581,6 +585,16 @@ impl Avatars {
                     .max_by_key(|v| v.size)?;
                 let source = self.0.store.get(&base.path).await.ok()?;
                 let digest = hex::encode(Sha256::digest(&source));
+                let status = if self
+                    .0
+                    .disk
+                    .peek(&variant_key(&digest, rkey.size, rkey.format))
+                    .is_some()
+                {
+                    CacheStatus::HitDisk
+                } else {
+                    CacheStatus::Miss
+                };
                 let (bytes, entry) = self
                     .variant(&digest, SourceBytes::Ready(source), rkey.size, rkey.format)
                     .await
@@ -588,11 +602,12 @@ impl Avatars {
                 (
                     bytes,
                     format_content_type(entry.meta.content_type.trim_start_matches("image/")),
+                    status,
                 )
             }
         };
         let digest = hex::encode(Sha256::digest(&bytes));
-        Some(Rendition {
+        let rendition = Rendition {
             status: StatusCode::OK,
             content_type: HeaderValue::from_static(content_type),
             etag: etag_from_digest(&digest),
@@ -604,7 +619,8 @@ impl Avatars {
             fresh_until: Millis::MAX,
             stale_until: Millis::MAX,
             bytes,
-        })
+        };
+        Some((rendition, status))
     }
 
     async fn upload_of(&self, key: &UserKey) -> Option<Arc<Upload>> {
@@ -785,6 +801,11 @@ fn format_content_type(ext: &str) -> &'static str {
         "webp" => "image/webp",
         _ => "image/jpeg",
     }
+}
+
+/// Disk key of a variant: source digest, size, format choice.
+fn variant_key(digest: &str, size: u32, format: FormatChoice) -> String {
+    format!("var:{digest}:{size}:{}", format.label())
 }
 
 /// Disk key of an upstream copy: `src:` + SHA-256 of the URL.

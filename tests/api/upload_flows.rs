@@ -176,6 +176,11 @@ async fn the_signed_url_flow_ends_in_a_websocket_event_and_a_new_avatar() {
     let small = app.get(&format!("/avatar/{key}?s=64")).await;
     assert_eq!(small.headers()["x-avatar-source"], "upload");
     assert_eq!(
+        small.headers()["x-cache"],
+        "miss",
+        "derived now, from the 512 variant"
+    );
+    assert_eq!(
         centre(&small.bytes().await.expect("b")).1,
         64,
         "other sizes derive from the 512 variant"
