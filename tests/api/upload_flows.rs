@@ -62,6 +62,26 @@ async fn start(app: &TestApp, user: &str, body: Value) -> reqwest::Response {
         .expect("sent")
 }
 
+/// Serve `router` on loopback as the webhook receiver at `path`; the app settings that point at it.
+async fn webhook_env(
+    router: axum::Router,
+    path: &str,
+    secret: &str,
+) -> Vec<(&'static str, String)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook = format!("http://{}{path}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let mut env = jwt_env();
+    env.push(("AVATAR_WEBHOOK_URL", hook));
+    env.push(("AVATAR_WEBHOOK_SECRET", secret.to_owned()));
+    env.push(("AVATAR_WEBHOOK_ALLOW_PRIVATE", "true".into()));
+    env
+}
+
 /// `POST /v1/avatar` with a raw JPEG body: the single-request upload.
 async fn post_image(app: &TestApp, bearer: &str, body: Bytes) -> reqwest::Response {
     app.client
@@ -661,17 +681,7 @@ async fn webhooks_are_signed_and_retried_until_accepted() {
             }),
         )
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let hook = format!("http://{}/hook", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    let mut env = jwt_env();
-    env.push(("AVATAR_WEBHOOK_URL", hook));
-    env.push(("AVATAR_WEBHOOK_SECRET", secret.into()));
-    env.push(("AVATAR_WEBHOOK_ALLOW_PRIVATE", "true".into()));
+    let env = webhook_env(router, "/hook", secret).await;
     let app = spawn_app(&env).await;
     let r = post_image(&app, &token("hooked", 600), jpeg([10, 20, 30], 100)).await;
     assert_eq!(r.status(), 202);
@@ -815,20 +825,7 @@ async fn an_endpoint_answering_410_is_disabled() {
             }),
         )
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let hook = format!("http://{}/gone", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    let mut env = jwt_env();
-    env.push(("AVATAR_WEBHOOK_URL", hook));
-    env.push((
-        "AVATAR_WEBHOOK_SECRET",
-        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-    ));
-    env.push(("AVATAR_WEBHOOK_ALLOW_PRIVATE", "true".into()));
+    let env = webhook_env(router, "/gone", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").await;
     let app = spawn_app(&env).await;
     let r = post_image(&app, &token("gone", 600), jpeg([1, 2, 3], 64)).await;
     let job: Value = r.json().await.expect("json");
