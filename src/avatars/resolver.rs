@@ -422,8 +422,11 @@ impl Avatars {
             }
             FetchOutcome::NotModified(fresh) => {
                 let Some(old) = self.0.disk.peek(&key) else {
-                    // Our copy vanished meanwhile: ask again without validators.
-                    return Box::pin(self.fetch_and_store(key, url, None)).await;
+                    // Our copy vanished meanwhile. Not asking again: the next request finds no
+                    // copy and fetches unconditionally, and a 304 to that is an upstream error.
+                    return Err(FetchFailure::Failed(Arc::new(UpstreamError::Network(
+                        "cached copy vanished during revalidation".into(),
+                    ))));
                 };
                 let meta = EntryMeta {
                     validated_at: now,

@@ -87,6 +87,10 @@ pub enum UpstreamError {
     /// Any other unexpected status.
     #[error("upstream answered HTTP {0}")]
     Status(u16),
+    /// `304 Not Modified` to a request that sent no validators: nothing it could refer to
+    /// (RFC 9110 §15.4.5 allows 304 only for a conditional GET).
+    #[error("upstream answered 304 to an unconditional request")]
+    UnsolicitedNotModified,
     /// More than [`MAX_REDIRECTS`] hops.
     #[error("too many redirects")]
     TooManyRedirects,
@@ -114,7 +118,7 @@ impl UpstreamError {
             Self::NotAllowed => "not_allowed",
             Self::BlockedAddress => "blocked_address",
             Self::AuthFailure(_) => "auth_failure",
-            Self::Status(_) => "http_error",
+            Self::Status(_) | Self::UnsolicitedNotModified => "http_error",
             Self::TooManyRedirects => "too_many_redirects",
             Self::TooLarge(_) => "too_large",
             Self::NotAnImage => "not_an_image",
@@ -251,6 +255,7 @@ impl Fetcher {
                 "image/webp,image/png,image/jpeg,image/gif;q=0.9,*/*;q=0.1",
             );
             let same_origin = current.origin() == url.origin();
+            let conditional = same_origin && validators.is_some_and(|v| !v.is_empty());
             if same_origin {
                 request = origin.credential.apply(request);
                 if let Some(v) = validators {
@@ -278,6 +283,9 @@ impl Fetcher {
                 continue;
             }
             return match status {
+                StatusCode::NOT_MODIFIED if !conditional => {
+                    Err(UpstreamError::UnsolicitedNotModified)
+                }
                 StatusCode::NOT_MODIFIED => {
                     let fresh = Validators::from_headers(response.headers());
                     Ok(FetchOutcome::NotModified(if fresh.is_empty() {

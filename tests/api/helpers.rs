@@ -207,6 +207,8 @@ pub enum Behaviour {
     Bomb,
     /// An SVG.
     Svg,
+    /// `304 Not Modified` with no headers, to every request, conditional or not.
+    NotModifiedAlways,
 }
 
 #[derive(Default)]
@@ -358,6 +360,7 @@ async fn serve(
             png_header(100_000, 100_000),
         )
             .into_response(),
+        Behaviour::NotModifiedAlways => StatusCode::NOT_MODIFIED.into_response(),
         Behaviour::Svg => (
             [(header::CONTENT_TYPE, "image/svg+xml")],
             r#"<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>"#,

@@ -255,3 +255,44 @@ async fn responses_and_logs_never_contain_the_upstream_url_or_credential() {
     let config = app.state.settings.redacted_toml();
     assert!(!config.contains(UPSTREAM_TOKEN));
 }
+
+#[tokio::test]
+async fn an_upstream_304_without_validators_is_an_error_not_a_loop() {
+    let upstream = FakeUpstream::start().await;
+    let path = "avatars/always-304.jpg";
+    upstream.set(path, Behaviour::NotModifiedAlways);
+    let app = spawn_app(&upstream_env("IDP", upstream.addr)).await;
+    // The default background prefetch of a rewrite was enough to overflow the stack.
+    let response = app
+        .client
+        .post(format!("{}/v1/identities/rewrite", app.base))
+        .bearer_auth(API_KEY)
+        .json(&serde_json::json!({
+            "identities": [{"id": "looping", "avatar_url": upstream.url(path)}],
+            "prefetch": "wait"
+        }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let key = app.key_for("looping");
+    for _ in 0..3 {
+        let r = app.get(&format!("/avatar/{key}?s=64")).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-avatar-source"], "default");
+    }
+    assert!(
+        upstream.hits(path) <= 4,
+        "one GET makes a bounded number of upstream requests, saw {}",
+        upstream.hits(path)
+    );
+    assert_eq!(
+        metric(
+            &app,
+            "avatar_upstream_requests_total",
+            "outcome=\"http_error\""
+        )
+        .await,
+        upstream.hits(path) as f64
+    );
+}
