@@ -8,11 +8,18 @@ use std::time::Duration;
 
 use crate::clock::{Clock, millis};
 use crate::repo::Repo;
-use crate::upstream::guard::PublicOnlyResolver;
+use crate::upstream::guard::{PublicOnlyResolver, refuses_literal};
 use signature::{WebhookSecret, backoff};
 
 /// How often the outbox is polled when nothing wakes the deliverer.
 const POLL: Duration = Duration::from_millis(500);
+
+/// Whether a webhook endpoint passes the address rules before any DNS lookup: an http(s) URL
+/// whose host is a name (judged later by the resolver) or a public IP literal.
+fn admitted(endpoint: &str) -> bool {
+    url::Url::parse(endpoint)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && !refuses_literal(&u))
+}
 
 /// Delivers the outbox.
 pub struct Deliverer {
@@ -20,6 +27,9 @@ pub struct Deliverer {
     clock: Arc<dyn Clock>,
     secret: WebhookSecret,
     client: reqwest::Client,
+    /// Whether targets may be private addresses; otherwise names are filtered by the resolver
+    /// and IP literals (which no resolver sees) by [`refuses_literal`].
+    allow_private: bool,
     max_attempts: u32,
     wake: Arc<tokio::sync::Notify>,
 }
@@ -50,6 +60,7 @@ impl Deliverer {
             clock,
             secret,
             client,
+            allow_private,
             max_attempts,
             wake,
         })
@@ -74,6 +85,15 @@ impl Deliverer {
         for message in self.repo.due_webhooks(now, 50).await? {
             if self.repo.endpoint_disabled(&message.endpoint).await? {
                 self.repo.remove_webhook(&message.message_id).await?;
+                continue;
+            }
+            if !self.allow_private && !admitted(&message.endpoint) {
+                tracing::warn!(
+                    "webhook endpoint refused by the address guard (a non-public address); \
+                     dropping the message (set AVATAR_WEBHOOK_ALLOW_PRIVATE=true for internal receivers)"
+                );
+                self.repo.remove_webhook(&message.message_id).await?;
+                metrics::counter!("avatar_webhooks_total", "outcome" => "refused").increment(1);
                 continue;
             }
             let status = self

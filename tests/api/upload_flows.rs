@@ -901,3 +901,64 @@ async fn browsers_may_upload_from_the_configured_origin_only() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn webhook_targets_at_private_addresses_are_refused_in_every_spelling() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let router = {
+        let calls = calls.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                let calls = calls.clone();
+                async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    for spelling in [
+        format!("http://127.0.0.1:{port}/hook"),
+        format!("http://2130706433:{port}/hook"),
+        format!("http://0x7f.0.0.1:{port}/hook"),
+        format!("http://[::ffff:127.0.0.1]:{port}/hook"),
+    ] {
+        let mut env = jwt_env();
+        env.push(("AVATAR_WEBHOOK_URL", spelling.clone()));
+        env.push((
+            "AVATAR_WEBHOOK_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        ));
+        env.push(("AVATAR_WEBHOOK_ALLOW_PRIVATE", "false".into()));
+        let app = spawn_app(&env).await;
+        let r = post_image(&app, &token("guarded", 600), jpeg([1, 2, 3], 64)).await;
+        let job: Value = r.json().await.expect("json");
+        job_until_done(&app, "guarded", job["job_id"].as_str().expect("id")).await;
+        // Refused messages leave the outbox at once; delivered ones would too, so count calls.
+        for _ in 0..500 {
+            let due = app
+                .state
+                .repo
+                .due_webhooks(i64::MAX, 10)
+                .await
+                .expect("outbox");
+            if due.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "{spelling} was delivered");
+        assert!(
+            metric(&app, "avatar_webhooks_total", "outcome=\"refused\"").await >= 1.0,
+            "{spelling}"
+        );
+    }
+}
