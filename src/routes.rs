@@ -20,7 +20,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::app::AppState;
@@ -67,11 +67,7 @@ pub async fn serve(
         ]))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(
-                    DefaultMakeSpan::new()
-                        .level(Level::DEBUG)
-                        .include_headers(false),
-                )
+                .make_span_with(span_without_query)
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
         .service(router(state));
@@ -81,6 +77,17 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+/// The request span: method and path, never the query (it carries `access_token` for event
+/// streams and `sig` for signed uploads) nor headers (credentials).
+fn span_without_query<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        version = ?request.version(),
+    )
 }
 
 /// CORS for browser uploads from the configured origins (none configured: no CORS headers).

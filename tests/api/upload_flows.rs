@@ -962,3 +962,77 @@ async fn webhook_targets_at_private_addresses_are_refused_in_every_spelling() {
         );
     }
 }
+
+/// A log sink for one test: everything the service writes at every level.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLogs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn no_token_or_signature_reaches_the_logs_at_any_level() {
+    let logs = CapturedLogs::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = spawn_app(&jwt_env()).await;
+    let jwt = token("logged", 600);
+    let granted = grant(&app, "logged", "image/jpeg", 2000).await;
+    let url = granted["url"].as_str().expect("url").to_owned();
+    let signature = url::Url::parse(&url)
+        .expect("url")
+        .query_pairs()
+        .find(|(k, _)| k == "sig")
+        .map(|(_, v)| v.into_owned())
+        .expect("sig");
+    assert_eq!(
+        put(&app, &url, "image/jpeg", jpeg([1, 2, 3], 64))
+            .await
+            .status(),
+        204
+    );
+    // Browsers pass the JWT in the query of the event stream.
+    let events = app
+        .client
+        .get(format!("{}/v1/events?access_token={jwt}", app.base))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(events.status(), 200);
+    drop(events);
+    let bad = app
+        .get("/v1/events?access_token=not-a-real-token-but-still-secret")
+        .await;
+    assert_eq!(bad.status(), 401);
+    let text = logs.text();
+    assert!(
+        text.contains("/v1/uploads"),
+        "the requests were logged: {text}"
+    );
+    for secret in [
+        jwt.as_str(),
+        signature.as_str(),
+        "not-a-real-token-but-still-secret",
+    ] {
+        assert!(!text.contains(secret), "a secret reached the logs: {text}");
+    }
+}
