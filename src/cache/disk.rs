@@ -1,14 +1,23 @@
 //! Disk tier: cacache content (atomic, content-addressed, integrity-checked) under a moka index
-//! that enforces an exact LRU byte budget.
+//! that enforces an LRU byte budget covering everything the tier puts on disk.
 //!
-//! cacache has no size limit of its own. The index here is the source of truth for what is live:
-//! its weigher is the entry size, its eviction listener deletes the index entry and, when no
-//! other key shares the same bytes, the content. The index is rebuilt from cacache's own at
-//! start, in the background; until then a lookup falls back to reading the key's bucket, so
-//! serving never waits for the rebuild.
+//! cacache has no size limit of its own, and its per-key index costs more than small avatars do
+//! (see [`super::journal`]). So cacache keeps only the content; the index is a moka cache in
+//! memory (the source of truth for what is live) mirrored in one append-only journal file. Each
+//! entry weighs what it really occupies: its bytes rounded up to the filesystem block, its
+//! journal line, and one directory block (cacache fans content out over `xx/yy/` directories).
+//! The eviction listener writes the removal to the journal and deletes the content when no other
+//! key shares it.
+//!
+//! The journal is replayed at start, in the background; until then a lookup waits for it
+//! (bounded by [`REBUILD_WAIT`]) instead of missing and refetching from the upstream.
+//!
+//! Disk use stays within the budget plus a margin: at most 256 first-level directories (1 MiB),
+//! the journal's dead lines (at most half its live lines plus 256 KiB, then it is compacted) and
+//! writes in flight. Content files whose key is gone and empty directories are collected by the
+//! cleanup task.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,9 +29,16 @@ use metrics::Counter;
 use moka::notification::RemovalCause;
 use serde::{Deserialize, Serialize};
 
+use super::journal::{Journal, Record};
 use crate::clock::Millis;
 
-/// What is kept beside the bytes, in cacache's index (JSON).
+/// Longest a lookup waits for the start-up replay of the journal before it counts as a miss.
+pub const REBUILD_WAIT: Duration = Duration::from_secs(5);
+
+/// Filesystem block: a file occupies whole blocks, a directory at least one.
+const BLOCK: u64 = 4096;
+
+/// What is kept beside the bytes, in the journal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntryMeta {
     /// `image/jpeg`, `image/png`, …
@@ -49,12 +65,29 @@ pub struct DiskEntry {
     pub size: u64,
     /// Metadata.
     pub meta: Arc<EntryMeta>,
+    /// Length of this entry's journal line.
+    journal_bytes: u64,
 }
 
 impl DiskEntry {
     /// Hex SHA-256 of the bytes: the content digest that derived variants are keyed by.
     pub fn digest(&self) -> String {
         self.integrity.to_hex().1
+    }
+
+    /// What this entry occupies on disk, as the budget counts it: content blocks, one directory
+    /// block, its journal line.
+    pub fn footprint(&self) -> u64 {
+        self.size.div_ceil(BLOCK).max(1) * BLOCK + BLOCK + self.journal_bytes
+    }
+
+    fn record(&self, key: &str) -> Record {
+        Record {
+            key: key.to_owned(),
+            integrity: Some(self.integrity.to_string()),
+            size: Some(self.size),
+            meta: Some((*self.meta).clone()),
+        }
     }
 }
 
@@ -64,7 +97,7 @@ pub enum DiskError {
     /// cacache refused.
     #[error("cache write failed: {0}")]
     Write(#[from] cacache::Error),
-    /// I/O outside cacache.
+    /// I/O outside cacache (the journal).
     #[error("cache I/O failed: {0}")]
     Io(#[from] std::io::Error),
     /// The blocking task died.
@@ -75,9 +108,12 @@ pub enum DiskError {
 struct Inner {
     dir: PathBuf,
     index: moka::sync::Cache<String, DiskEntry>,
+    journal: Journal,
     /// Live keys per content hash: bytes shared by several keys are deleted with the last one.
     refs: Mutex<HashMap<String, u32>>,
-    rebuilt: AtomicBool,
+    /// Set once the journal has been replayed; lookups before that wait for it.
+    rebuilt: tokio::sync::watch::Sender<bool>,
+    compacting: AtomicBool,
     hits: Counter,
     misses: Counter,
     corrupt: Counter,
@@ -92,22 +128,32 @@ impl DiskTier {
     /// Call [`DiskTier::rebuild`] (blocking) once, in the background.
     pub fn open(dir: &Path, budget_bytes: u64) -> std::io::Result<Self> {
         crate::fsutil::create_private_dir(dir)?;
+        let journal = Journal::open(&dir.join("index.log"))?;
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
             let weak = weak.clone();
             let evictions = metrics::counter!("avatar_cache_evictions_total", "tier" => "disk");
             let index = moka::sync::Cache::builder()
                 .max_capacity(budget_bytes)
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
-                .weigher(|_k: &String, v: &DiskEntry| u32::try_from(v.size).unwrap_or(u32::MAX))
+                .weigher(|_k: &String, v: &DiskEntry| {
+                    u32::try_from(v.footprint()).unwrap_or(u32::MAX)
+                })
                 .eviction_listener(move |key: Arc<String>, old: DiskEntry, cause| {
                     let Some(inner) = weak.upgrade() else { return };
                     if cause == RemovalCause::Size {
                         evictions.increment(1);
                     }
-                    if cause != RemovalCause::Replaced
-                        && let Err(e) = cacache::remove_sync(&inner.dir, key.as_str())
-                    {
-                        tracing::warn!(error = %e, "could not remove a cache index entry");
+                    inner.journal.retire(old.journal_bytes);
+                    if cause != RemovalCause::Replaced {
+                        let removal = Record {
+                            key: key.as_str().to_owned(),
+                            integrity: None,
+                            size: None,
+                            meta: None,
+                        };
+                        if let Err(e) = inner.journal.append(&removal) {
+                            tracing::warn!(error = %e, "could not record a cache removal");
+                        }
                     }
                     inner.release(&old.integrity);
                 })
@@ -115,8 +161,10 @@ impl DiskTier {
             Inner {
                 dir: dir.to_owned(),
                 index,
+                journal,
                 refs: Mutex::new(HashMap::new()),
-                rebuilt: AtomicBool::new(false),
+                rebuilt: tokio::sync::watch::Sender::new(false),
+                compacting: AtomicBool::new(false),
                 hits: metrics::counter!("avatar_cache_hits_total", "tier" => "disk"),
                 misses: metrics::counter!("avatar_cache_misses_total", "tier" => "disk"),
                 corrupt: metrics::counter!("avatar_cache_corrupt_entries_total"),
@@ -125,37 +173,71 @@ impl DiskTier {
         Ok(Self(inner))
     }
 
-    /// Load the index from disk (oldest first, so the budget evicts the oldest). Blocking.
+    /// Replay the journal into the index (oldest write first, so the budget evicts the oldest),
+    /// importing a cacache index left by an older version once. Blocking; returns the entries
+    /// loaded.
     pub fn rebuild(&self) -> usize {
-        let mut entries: Vec<(u128, String, DiskEntry)> = cacache::list_sync(&self.0.dir)
-            .filter_map(Result::ok)
-            .filter_map(|m| {
-                let meta: EntryMeta = serde_json::from_value(m.metadata).ok()?;
-                let entry = DiskEntry {
-                    integrity: m.integrity,
-                    size: m.size as u64,
-                    meta: Arc::new(meta),
-                };
-                Some((m.time, m.key, entry))
-            })
-            .collect();
-        entries.sort_by_key(|(time, _, _)| *time);
-        let count = entries.len();
-        for (_, key, entry) in entries {
-            if self.0.index.contains_key(&key) {
-                continue; // written since start: newer than what the disk said
+        let inner = &self.0;
+        let mut count = self.import_cacache_index();
+        match inner.journal.replay() {
+            Ok(live) => {
+                for replayed in live {
+                    let Some(entry) = entry_of(&replayed.record, replayed.line_len) else {
+                        inner.journal.retire(replayed.line_len);
+                        continue;
+                    };
+                    if inner.index.contains_key(&replayed.record.key) {
+                        // Written since start: newer than the journal's line.
+                        inner.journal.retire(replayed.line_len);
+                        continue;
+                    }
+                    inner.retain(&entry.integrity);
+                    inner.index.insert(replayed.record.key, entry);
+                    count += 1;
+                }
             }
-            self.0.retain(&entry.integrity);
-            self.0.index.insert(key, entry);
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the disk cache journal; starting empty")
+            }
         }
-        self.0.index.run_pending_tasks();
-        self.0.rebuilt.store(true, Ordering::SeqCst);
+        inner.index.run_pending_tasks();
+        inner.rebuilt.send_replace(true);
+        self.compact_if_needed();
+        count
+    }
+
+    /// An index written by cacache (versions before the journal): move its entries into the
+    /// journal, then delete it.
+    fn import_cacache_index(&self) -> usize {
+        let inner = &self.0;
+        let old = inner.dir.join("index-v5");
+        if !old.exists() {
+            return 0;
+        }
+        let mut entries: Vec<(u128, String, EntryMeta, Integrity, u64)> =
+            cacache::list_sync(&inner.dir)
+                .filter_map(Result::ok)
+                .filter_map(|m| {
+                    let meta = serde_json::from_value(m.metadata).ok()?;
+                    Some((m.time, m.key, meta, m.integrity, m.size as u64))
+                })
+                .collect();
+        entries.sort_by_key(|(time, ..)| *time);
+        let mut count = 0;
+        for (_, key, meta, integrity, size) in entries {
+            if self.insert_entry(&key, integrity, size, meta).is_ok() {
+                count += 1;
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(&old) {
+            tracing::warn!(error = %e, "could not remove the old cache index");
+        }
         count
     }
 
     /// Whether the start-up rebuild finished.
     pub fn is_rebuilt(&self) -> bool {
-        self.0.rebuilt.load(Ordering::SeqCst)
+        *self.0.rebuilt.borrow()
     }
 
     /// Metadata of a key without touching the disk (after the rebuild).
@@ -164,7 +246,12 @@ impl DiskTier {
     }
 
     /// Read a key. A missing, unreadable or corrupted entry is a miss; corrupted ones are deleted.
+    /// Before the start-up rebuild finished, waits for it (at most [`REBUILD_WAIT`]).
     pub async fn get(&self, key: &str) -> Option<(Bytes, DiskEntry)> {
+        if !self.is_rebuilt() {
+            let mut rebuilt = self.0.rebuilt.subscribe();
+            let _ = tokio::time::timeout(REBUILD_WAIT, rebuilt.wait_for(|done| *done)).await;
+        }
         let this = self.clone();
         let key = key.to_owned();
         tokio::task::spawn_blocking(move || this.get_blocking(&key))
@@ -175,13 +262,9 @@ impl DiskTier {
 
     fn get_blocking(&self, key: &str) -> Option<(Bytes, DiskEntry)> {
         let inner = &self.0;
-        let entry = match inner.index.get(key) {
-            Some(entry) => entry,
-            None if !self.is_rebuilt() => self.load_bucket(key)?,
-            None => {
-                inner.misses.increment(1);
-                return None;
-            }
+        let Some(entry) = inner.index.get(key) else {
+            inner.misses.increment(1);
+            return None;
         };
         match cacache::read_hash_sync(&inner.dir, &entry.integrity) {
             Ok(bytes) => {
@@ -201,23 +284,8 @@ impl DiskTier {
         }
     }
 
-    /// Before the rebuild: read the key's bucket directly.
-    fn load_bucket(&self, key: &str) -> Option<DiskEntry> {
-        let m = cacache::metadata_sync(&self.0.dir, key).ok().flatten()?;
-        let meta: EntryMeta = serde_json::from_value(m.metadata).ok()?;
-        let entry = DiskEntry {
-            integrity: m.integrity,
-            size: m.size as u64,
-            meta: Arc::new(meta),
-        };
-        if !self.0.index.contains_key(key) {
-            self.0.retain(&entry.integrity);
-            self.0.index.insert(key.to_owned(), entry.clone());
-        }
-        Some(entry)
-    }
-
-    /// Store bytes under a key (atomically: temp file, fsync, rename, then the index line).
+    /// Store bytes under a key: the content atomically (temp file, fsync, rename), then the
+    /// journal line, then the index.
     pub async fn put(
         &self,
         key: &str,
@@ -226,38 +294,17 @@ impl DiskTier {
     ) -> Result<DiskEntry, DiskError> {
         let this = self.clone();
         let key = key.to_owned();
-        tokio::task::spawn_blocking(move || this.put_blocking(&key, &bytes, meta))
-            .await
-            .map_err(|_| DiskError::Join)?
-    }
-
-    fn put_blocking(
-        &self,
-        key: &str,
-        bytes: &[u8],
-        meta: EntryMeta,
-    ) -> Result<DiskEntry, DiskError> {
-        let inner = &self.0;
-        let json = serde_json::to_value(&meta).unwrap_or_default();
-        let integrity = {
-            let _refs = inner.refs.lock().unwrap_or_else(|p| p.into_inner());
-            let mut writer = cacache::WriteOpts::new()
-                .algorithm(Algorithm::Sha256)
-                .size(bytes.len())
-                .metadata(json)
-                .open_sync(&inner.dir, key)?;
-            writer.write_all(bytes)?;
-            writer.commit()?
-        };
-        let entry = DiskEntry {
-            integrity,
-            size: bytes.len() as u64,
-            meta: Arc::new(meta),
-        };
-        inner.retain(&entry.integrity);
-        inner.index.insert(key.to_owned(), entry.clone());
-        inner.index.run_pending_tasks();
-        Ok(entry)
+        tokio::task::spawn_blocking(move || {
+            let integrity = {
+                // Held while writing so a concurrent release of the same bytes cannot delete
+                // them between the write and the index insert.
+                let _refs = this.0.refs.lock().unwrap_or_else(|p| p.into_inner());
+                cacache::write_hash_sync_with_algo(Algorithm::Sha256, &this.0.dir, &bytes)?
+            };
+            this.insert_entry(&key, integrity, bytes.len() as u64, meta)
+        })
+        .await
+        .map_err(|_| DiskError::Join)?
     }
 
     /// Replace the metadata of a live key (after a 304), keeping its bytes.
@@ -269,25 +316,53 @@ impl DiskTier {
         let this = self.clone();
         let key = key.to_owned();
         tokio::task::spawn_blocking(move || {
-            let inner = &this.0;
-            let Some(old) = inner.index.get(&key) else {
+            let Some(old) = this.0.index.get(&key) else {
                 return Ok(None);
             };
-            let opts = cacache::WriteOpts::new()
-                .integrity(old.integrity.clone())
-                .size(old.size as usize)
-                .metadata(serde_json::to_value(&meta).unwrap_or_default());
-            cacache::index::insert(&inner.dir, &key, opts)?;
-            let entry = DiskEntry {
-                meta: Arc::new(meta),
-                ..old
-            };
-            inner.retain(&entry.integrity);
-            inner.index.insert(key, entry.clone());
-            Ok(Some(entry))
+            this.insert_entry(&key, old.integrity, old.size, meta)
+                .map(Some)
         })
         .await
         .map_err(|_| DiskError::Join)?
+    }
+
+    /// Journal and index one entry whose content is on disk. Blocking.
+    fn insert_entry(
+        &self,
+        key: &str,
+        integrity: Integrity,
+        size: u64,
+        meta: EntryMeta,
+    ) -> Result<DiskEntry, DiskError> {
+        let inner = &self.0;
+        let mut entry = DiskEntry {
+            integrity,
+            size,
+            meta: Arc::new(meta),
+            journal_bytes: 0,
+        };
+        entry.journal_bytes = inner.journal.append(&entry.record(key))?;
+        inner.retain(&entry.integrity);
+        inner.index.insert(key.to_owned(), entry.clone());
+        inner.index.run_pending_tasks();
+        self.compact_if_needed();
+        Ok(entry)
+    }
+
+    /// Rewrite the journal from the live index when enough of it is dead. Blocking.
+    fn compact_if_needed(&self) {
+        let inner = &self.0;
+        if !self.is_rebuilt()
+            || !inner.journal.wants_compaction()
+            || inner.compacting.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let live = inner.index.iter().map(|(k, e)| e.record(&k));
+        if let Err(e) = inner.journal.compact(live) {
+            tracing::warn!(error = %e, "could not compact the disk cache journal");
+        }
+        inner.compacting.store(false, Ordering::Release);
     }
 
     /// Remove a key (index and, when unshared, content).
@@ -297,6 +372,7 @@ impl DiskTier {
         let _ = tokio::task::spawn_blocking(move || {
             this.0.index.invalidate(&key);
             this.0.index.run_pending_tasks();
+            this.compact_if_needed();
         })
         .await;
     }
@@ -311,7 +387,7 @@ impl DiskTier {
             .collect()
     }
 
-    /// Bytes accounted now.
+    /// Bytes accounted now (content blocks, directory share and journal lines of live entries).
     pub fn weighted_size(&self) -> u64 {
         self.0.index.run_pending_tasks();
         self.0.index.weighted_size()
@@ -329,8 +405,9 @@ impl DiskTier {
         std::fs::remove_file(&probe)
     }
 
-    /// Delete content no live key references and stale temp files, older than `min_age`
-    /// (crashes between writing content and its index line leave such orphans). Blocking.
+    /// Delete content no live key references, stale temp files (both older than `min_age`:
+    /// crashes between writing content and its journal line leave such orphans) and empty
+    /// content directories. Blocking; returns the files removed.
     pub fn collect_garbage(&self, min_age: Duration) -> usize {
         if !self.is_rebuilt() {
             return 0;
@@ -368,8 +445,24 @@ impl DiskTier {
                 removed += 1;
             }
         }
+        {
+            // Writers hold this lock while creating content directories.
+            let _writers = inner.refs.lock().unwrap_or_else(|p| p.into_inner());
+            remove_empty_dirs(&content);
+        }
+        self.compact_if_needed();
         removed
     }
+}
+
+/// The index entry a journal put line describes, if it is well-formed.
+fn entry_of(record: &Record, line_len: u64) -> Option<DiskEntry> {
+    Some(DiskEntry {
+        integrity: record.integrity.as_deref()?.parse().ok()?,
+        size: record.size?,
+        meta: Arc::new(record.meta.clone()?),
+        journal_bytes: line_len,
+    })
 }
 
 impl Inner {
@@ -422,6 +515,21 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Remove the empty directories below `dir` (deepest first); `dir` itself stays.
+fn remove_empty_dirs(dir: &Path) {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in read.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let path = entry.path();
+            remove_empty_dirs(&path);
+            // Fails (and is meant to) when the directory is not empty.
+            let _ = std::fs::remove_dir(&path);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,6 +550,125 @@ mod tests {
             .filter_map(|p| std::fs::metadata(p).ok())
             .map(|m| m.len())
             .sum()
+    }
+
+    /// What a directory tree occupies on disk, in allocated blocks (as `du` counts it).
+    fn disk_usage(dir: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let mut total = 0;
+        let mut stack = vec![dir.to_owned()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let Ok(m) = entry.metadata() else { continue };
+                total += m.blocks() * 512;
+                if m.is_dir() {
+                    stack.push(entry.path());
+                }
+            }
+        }
+        total
+    }
+
+    fn upstream_meta(n: u32) -> EntryMeta {
+        EntryMeta {
+            content_type: "image/jpeg".into(),
+            validated_at: i64::from(n),
+            etag: Some(format!("\"etag-{n}\"")),
+            last_modified: Some("Tue, 01 Sep 2026 10:00:00 GMT".into()),
+            origin: Some(format!(
+                "https://dev.azure.com/org/_apis/GraphProfile/MemberAvatars/aad.{n:040}"
+            )),
+        }
+    }
+
+    #[tokio::test]
+    async fn disk_use_stays_within_the_budget_plus_the_margin_under_churn() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let budget = 1 << 20;
+        let tier = DiskTier::open(dir.path(), budget).expect("open");
+        tier.rebuild();
+        // Passes over 200 keys: new bytes, 304 refreshes and rewrites of the same keys.
+        for pass in 0..8u32 {
+            for k in 0..200u32 {
+                let key = format!("src:{k:064}");
+                if pass % 3 == 1 && tier.peek(&key).is_some() {
+                    tier.update_meta(&key, upstream_meta(pass))
+                        .await
+                        .expect("update");
+                } else {
+                    let bytes = Bytes::from(vec![(k + pass) as u8; 3000 + (k as usize % 7) * 100]);
+                    tier.put(&key, bytes, upstream_meta(pass))
+                        .await
+                        .expect("put");
+                }
+            }
+            tier.collect_garbage(Duration::ZERO);
+            let used = disk_usage(dir.path());
+            // First-level directories, dead journal lines, the journal's own blocks.
+            let margin = 1536 * 1024;
+            assert!(
+                used <= budget + margin,
+                "pass {pass}: {used} bytes on disk for a budget of {budget}"
+            );
+        }
+        assert!(tier.weighted_size() <= budget);
+        // What the journal holds is exactly what is live.
+        drop(tier);
+        let reopened = DiskTier::open(dir.path(), budget).expect("reopen");
+        let entries = reopened.rebuild();
+        assert!(entries > 50, "{entries} entries survived");
+        assert!(reopened.weighted_size() <= budget);
+    }
+
+    #[tokio::test]
+    async fn a_hot_key_refreshed_a_thousand_times_keeps_the_journal_small() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tier = DiskTier::open(dir.path(), 1 << 20).expect("open");
+        tier.rebuild();
+        tier.put("hot", Bytes::from_static(b"bytes"), upstream_meta(0))
+            .await
+            .expect("put");
+        for n in 1..=1000 {
+            tier.update_meta("hot", upstream_meta(n))
+                .await
+                .expect("update");
+        }
+        let (file, live) = tier.0.journal.sizes();
+        assert!(
+            file <= live + live / 2 + super::super::journal::COMPACT_SLACK,
+            "{file} vs {live}"
+        );
+        assert_eq!(tier.peek("hot").expect("live").meta.validated_at, 1000);
+    }
+
+    #[tokio::test]
+    async fn an_index_left_by_cacache_is_imported_once_and_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        cacache::write_sync(dir.path(), "old-key", b"old bytes").expect("seed");
+        cacache::index::insert(
+            dir.path(),
+            "old-key",
+            cacache::WriteOpts::new()
+                .integrity(
+                    cacache::index::find(dir.path(), "old-key")
+                        .expect("find")
+                        .expect("entry")
+                        .integrity,
+                )
+                .size(9)
+                .metadata(serde_json::to_value(meta()).expect("json")),
+        )
+        .expect("metadata");
+        let tier = DiskTier::open(dir.path(), 1 << 20).expect("open");
+        assert_eq!(tier.rebuild(), 1);
+        assert!(!dir.path().join("index-v5").exists());
+        assert_eq!(
+            tier.get("old-key").await.expect("imported").0,
+            &b"old bytes"[..]
+        );
+        drop(tier);
+        let again = DiskTier::open(dir.path(), 1 << 20).expect("reopen");
+        assert_eq!(again.rebuild(), 1, "the journal holds it now");
     }
 
     #[tokio::test]
@@ -510,11 +737,16 @@ mod tests {
                 .expect("put");
         }
         let tier = DiskTier::open(dir.path(), 1 << 20).expect("reopen");
+        let rebuild = tokio::task::spawn_blocking({
+            let tier = tier.clone();
+            move || tier.rebuild()
+        });
+        // A lookup that arrives before the replay finished waits for it instead of missing.
         assert_eq!(
-            tier.get("k").await.expect("before rebuild").0,
+            tier.get("k").await.expect("during rebuild").0,
             &b"persisted"[..]
         );
-        assert_eq!(tier.rebuild(), 1);
+        assert_eq!(rebuild.await.expect("rebuild"), 1);
         assert_eq!(
             tier.peek("k").expect("indexed").meta.content_type,
             "image/png"
