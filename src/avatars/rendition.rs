@@ -13,7 +13,9 @@ use crate::clock::Millis;
 /// Memory-tier key: everything that changes the bytes served.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RenditionKey {
-    /// The key as requested (validated or not: invalid keys get defaults).
+    /// A well-formed user key, or empty for every malformed one: they all get the same default
+    /// image, so they share its entries instead of filling the memory tier with request text
+    /// (build with [`RenditionKey::new`]).
     pub key: String,
     /// Snapped size.
     pub size: u32,
@@ -23,6 +25,29 @@ pub struct RenditionKey {
     pub default: DefaultChoice,
     /// `f=y`.
     pub force_default: bool,
+}
+
+impl RenditionKey {
+    /// The key of a request for `raw_key`. A malformed key (wrong length or alphabet, or
+    /// longer than any key: it is judged before it is copied) becomes the shared empty key.
+    pub fn new(
+        raw_key: &str,
+        size: u32,
+        format: FormatChoice,
+        default: DefaultChoice,
+        force_default: bool,
+    ) -> Self {
+        let key = crate::keys::UserKey::parse(raw_key)
+            .map(|k| k.as_str().to_owned())
+            .unwrap_or_default();
+        Self {
+            key,
+            size,
+            format,
+            default,
+            force_default,
+        }
+    }
 }
 
 /// Where the image came from (`X-Avatar-Source`).

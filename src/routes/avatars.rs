@@ -49,13 +49,7 @@ async fn avatar(
     );
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let (format, negotiated) = negotiate(extension, accept);
-    let rkey = RenditionKey {
-        key: key.to_owned(),
-        size: query.size,
-        format,
-        default: query.default,
-        force_default: query.force_default,
-    };
+    let rkey = RenditionKey::new(key, query.size, format, query.default, query.force_default);
     let response = match state.avatars.serve(rkey).await {
         Ok((rendition, status)) => respond(&rendition, status, &query, negotiated, headers),
         Err(e) => {

@@ -235,3 +235,27 @@ async fn a_new_registration_is_visible_on_the_very_next_request() {
     );
     assert!(close_to(c, [0, 0, 200]), "{c:?}");
 }
+
+#[tokio::test]
+async fn malformed_keys_share_one_memory_entry_whatever_their_length() {
+    let app = spawn_app(&[]).await;
+    for i in 0..200 {
+        // 8 KB of key text each, all different.
+        let key = format!("{i:05}{}", "x".repeat(8 * 1024));
+        let r = app.get(&format!("/avatar/{key}?d=404")).await;
+        assert_eq!(r.status(), 404);
+        let r = app.get(&format!("/avatar/{key}?s=64")).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-avatar-source"], "default");
+    }
+    let entries = metric(&app, "avatar_cache_entries", "tier=\"memory\"").await;
+    assert!(
+        entries <= 2.0,
+        "{entries} memory entries for malformed keys"
+    );
+    let bytes = metric(&app, "avatar_cache_bytes", "tier=\"memory\"").await;
+    assert!(
+        bytes < 64.0 * 1024.0,
+        "{bytes} bytes held for malformed keys"
+    );
+}
