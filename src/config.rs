@@ -128,6 +128,16 @@ pub struct ServerSettings {
     /// Upper bound of one request to this service (`AVATAR_REQUEST_TIMEOUT`).
     #[serde(with = "human_duration")]
     pub request_timeout: Duration,
+    /// Longest wait for a request's headers and for the next request on an idle connection
+    /// (`AVATAR_HEADER_READ_TIMEOUT`).
+    #[serde(with = "human_duration")]
+    pub header_read_timeout: Duration,
+    /// Connections open at once; past it the listener waits (`AVATAR_MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// Longest wait for open connections (event streams included) at shutdown
+    /// (`AVATAR_SHUTDOWN_TIMEOUT`).
+    #[serde(with = "human_duration")]
+    pub shutdown_timeout: Duration,
 }
 
 /// Log output style.
@@ -347,6 +357,21 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         "server.request_timeout",
         Kind::Str,
     ),
+    (
+        "AVATAR_HEADER_READ_TIMEOUT",
+        "server.header_read_timeout",
+        Kind::Str,
+    ),
+    (
+        "AVATAR_MAX_CONNECTIONS",
+        "server.max_connections",
+        Kind::Int,
+    ),
+    (
+        "AVATAR_SHUTDOWN_TIMEOUT",
+        "server.shutdown_timeout",
+        Kind::Str,
+    ),
     ("AVATAR_CACHE_DIR", "cache.dir", Kind::Str),
     ("AVATAR_CACHE_TTL_HOURS", "cache.ttl_hours", Kind::Int),
     ("AVATAR_CACHE_TTL", "cache.ttl", Kind::Str),
@@ -534,6 +559,18 @@ impl Settings {
             return Err(invalid(
                 key("cache.max_concurrent_downloads"),
                 "must be at least 1",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.server.max_connections) {
+            return Err(invalid(
+                key("server.max_connections"),
+                "must be between 1 and 1000000",
+            ));
+        }
+        if self.server.header_read_timeout.is_zero() {
+            return Err(invalid(
+                key("server.header_read_timeout"),
+                "must be longer than zero",
             ));
         }
         if self.cache.fresh_for().is_zero() {

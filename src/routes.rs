@@ -12,6 +12,7 @@ pub mod avatars;
 pub mod events;
 pub mod identities;
 pub mod ops;
+pub mod server;
 pub mod uploads;
 
 use axum::Router;
@@ -50,7 +51,7 @@ pub fn router(state: AppState) -> Router {
 
 /// Serve the router until `shutdown`, wrapped once (not per route) in the outer middleware:
 /// panics become 500s, credentials never reach logs, spans carry paths but never query strings
-/// (`access_token`, upload signatures).
+/// (`access_token`, upload signatures). Connections are bounded by [`server`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -70,13 +71,13 @@ pub async fn serve(
                 .make_span_with(span_without_query)
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
-        .service(router(state));
-    axum::serve(
-        listener,
-        axum::ServiceExt::<axum::extract::Request>::into_make_service(service),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+        .service(router(state.clone()));
+    let limits = server::ConnectionLimits {
+        header_read_timeout: state.settings.server.header_read_timeout,
+        max_connections: state.settings.server.max_connections,
+        shutdown_timeout: state.settings.server.shutdown_timeout,
+    };
+    server::serve_connections(listener, service, limits, shutdown).await
 }
 
 /// The request span: method and path, never the query (it carries `access_token` for event

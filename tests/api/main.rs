@@ -6,6 +6,7 @@ mod helpers;
 
 mod caching;
 mod config_cli;
+mod connections;
 mod identities;
 mod ops;
 mod serving;
