@@ -82,18 +82,29 @@ impl KeyDeriver {
     }
 }
 
+/// The key secret in force without creating one: the configured secret, else the one kept in
+/// `{dir}/key_secret`; `None` when neither exists (a service that never started there).
+///
+/// # Errors
+/// Reading `key_secret` failed for another reason than its absence.
+pub fn load_secret(configured: &Secret, dir: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    if !configured.is_empty() {
+        return Ok(Some(configured.expose().as_bytes().to_vec()));
+    }
+    match std::fs::read_to_string(dir.join("key_secret")) {
+        Ok(text) if !text.trim().is_empty() => Ok(Some(text.trim().as_bytes().to_vec())),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The configured secret, or the one kept in `{dir}/key_secret`, generated on first start.
 pub fn load_or_create_secret(configured: &Secret, dir: &Path) -> std::io::Result<Vec<u8>> {
-    if !configured.is_empty() {
-        return Ok(configured.expose().as_bytes().to_vec());
+    if let Some(secret) = load_secret(configured, dir)? {
+        return Ok(secret);
     }
     let path = dir.join("key_secret");
-    match std::fs::read_to_string(&path) {
-        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().as_bytes().to_vec()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
     let secret = hex::encode(rand::random::<[u8; 32]>());
     let tmp = dir.join("key_secret.tmp");
     let mut options = std::fs::OpenOptions::new();

@@ -49,11 +49,18 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Key { user_id } => {
-            avatar_proxy::fsutil::create_private_dir(&settings.cache.dir)?;
-            let secret = avatar_proxy::keys::load_or_create_secret(
-                &settings.server.key_secret,
-                &settings.cache.dir,
-            )?;
+            // Never create a secret here: a new one would print a key the service does not use.
+            let found =
+                avatar_proxy::keys::load_secret(&settings.server.key_secret, &settings.cache.dir)
+                    .context("cannot read the key secret")?;
+            let Some(secret) = found else {
+                eprintln!(
+                    "avatar-proxy: no key secret: set AVATAR_KEY_SECRET, or AVATAR_CACHE_DIR (now {}) \
+                     to the cache directory of the running service, which keeps its generated secret",
+                    settings.cache.dir.display()
+                );
+                std::process::exit(2);
+            };
             println!(
                 "{}",
                 avatar_proxy::keys::KeyDeriver::new(&secret).key_for(&user_id)

@@ -35,3 +35,35 @@ fn invalid_configuration_fails_at_start_naming_the_key() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("AVATAR_CACHE_TTL_HOURS"), "{text}");
 }
+
+#[test]
+fn key_prints_the_services_key_and_refuses_without_its_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = binary()
+        .args(["key", "alice"])
+        .env("AVATAR_CACHE_DIR", dir.path())
+        .env_remove("AVATAR_KEY_SECRET")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success(), "a key was printed without a secret");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("AVATAR_KEY_SECRET"), "{text}");
+    assert!(
+        !dir.path().join("key_secret").exists(),
+        "the key command created a secret"
+    );
+    // With the secret the service keeps, the key is the one the service derives.
+    std::fs::write(dir.path().join("key_secret"), "kept-secret").expect("write");
+    let out = binary()
+        .args(["key", "alice"])
+        .env("AVATAR_CACHE_DIR", dir.path())
+        .env_remove("AVATAR_KEY_SECRET")
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let printed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let expected = avatar_proxy::keys::KeyDeriver::new(b"kept-secret")
+        .key_for("alice")
+        .to_string();
+    assert_eq!(printed, expected);
+}
