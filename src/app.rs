@@ -140,6 +140,7 @@ impl Application {
         let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let prometheus = crate::telemetry::prometheus();
         let dir = settings.cache.dir.clone();
+        crate::fsutil::restrict_new_files();
         crate::fsutil::create_private_dir(&dir).with_context(|| {
             format!(
                 "cannot create the cache directory (cache.dir = {})",

@@ -1036,3 +1036,46 @@ async fn no_token_or_signature_reaches_the_logs_at_any_level() {
         assert!(!text.contains(secret), "a secret reached the logs: {text}");
     }
 }
+
+#[tokio::test]
+async fn every_file_the_service_writes_is_private_to_its_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = spawn_app(&jwt_env()).await;
+    let r = post_image(&app, &token("private", 600), jpeg([9, 8, 7], 256)).await;
+    let job: Value = r.json().await.expect("json");
+    job_until_done(&app, "private", job["job_id"].as_str().expect("id")).await;
+    let key = app.key_for("private");
+    assert_eq!(app.get(&format!("/avatar/{key}?s=64")).await.status(), 200);
+    let granted = grant(&app, "private", "image/jpeg", 2000).await;
+    let url = granted["url"].as_str().expect("url").to_owned();
+    assert_eq!(
+        put(&app, &url, "image/jpeg", jpeg([1, 2, 3], 64))
+            .await
+            .status(),
+        204
+    );
+    let mut stack = vec![app.dir.path().to_owned()];
+    let mut files = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("readable").flatten() {
+            let meta = entry.metadata().expect("metadata");
+            let mode = meta.permissions().mode() & 0o777;
+            assert_eq!(
+                mode & 0o077,
+                0,
+                "{} is {mode:o}",
+                entry
+                    .path()
+                    .strip_prefix(app.dir.path())
+                    .expect("inside")
+                    .display()
+            );
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                files += 1;
+            }
+        }
+    }
+    assert!(files >= 5, "only {files} files were checked");
+}
