@@ -88,10 +88,10 @@ impl AvatarQuery {
         let Some(raw) = raw else { return query };
         for (name, value) in url::form_urlencoded::parse(raw.as_bytes()) {
             match name.as_ref() {
+                // Gravatar's range is 1..=2048; a larger number asks for the largest size there
+                // is, not for the default (it would shrink the picture it asked to enlarge).
                 "s" | "size" => {
-                    if let Ok(s) = value.trim().parse::<u32>()
-                        && (1..=2048).contains(&s)
-                    {
+                    if let Some(s) = parse_size(&value) {
                         query.size = snap(s, sizes);
                     }
                 }
@@ -111,6 +111,16 @@ impl AvatarQuery {
         }
         query
     }
+}
+
+/// A requested size: decimal digits, at least 1, capped at 2048 however many digits follow.
+fn parse_size(raw: &str) -> Option<u32> {
+    let digits = raw.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let value = digits.parse::<u64>().unwrap_or(u64::MAX).min(2048);
+    u32::try_from(value).ok().filter(|&s| s >= 1)
 }
 
 /// The smallest configured size at least `size`, else the largest.
@@ -180,15 +190,15 @@ mod tests {
         assert_eq!(q("s=33").size, 64);
         assert_eq!(q("size=128").size, 128);
         assert_eq!(q("s=2048").size, 512);
-        for bad in [
-            "s=0",
-            "s=-5",
-            "s=abc",
+        for above in [
+            "s=513",
             "s=2049",
             "s=99999999999999",
-            "s=",
-            "s=%FF",
+            "s=999999999999999999999999",
         ] {
+            assert_eq!(q(above).size, 512, "{above} asks for the largest size");
+        }
+        for bad in ["s=0", "s=-5", "s=abc", "s=", "s=%FF", "s=1.5", "s=-0"] {
             assert_eq!(q(bad).size, 128, "{bad}");
         }
         assert_eq!(AvatarQuery::parse(None, SIZES, 100, IDENTICON).size, 128);

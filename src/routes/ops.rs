@@ -69,7 +69,11 @@ async fn limits(State(state): State<AppState>) -> Json<serde_json::Value> {
     let s = &state.settings;
     Json(json!({
         "sizes": state.avatars.settings().sizes,
-        "default_size": s.images.default_size,
+        "default_size": crate::avatars::request::snap(
+            s.images.default_size,
+            &state.avatars.settings().sizes
+        ),
+        "default_image": s.images.default_image,
         "max_size": state.avatars.settings().sizes.last(),
         "formats": ["jpg", "png", "webp"],
         "defaults": ["404", "identicon", "mp", "initials", "blank"],
