@@ -5,21 +5,71 @@
 //! - [`guard`]: address rules applied after DNS resolution (SSRF guard).
 //! - [`fetch`]: the fetcher: redirects re-checked hop by hop, byte cap while streaming,
 //!   sign-in pages recognised as authentication failures, conditional revalidation.
+//! - [`health`]: `Retry-After`, backoff per upstream, memory of failed URLs.
+//! - [`limits`]: download slots, global and per upstream, with a queue timeout.
+//! - [`report`]: one warning per upstream and kind of trouble per interval.
 
 pub mod credential;
 pub mod fetch;
 pub mod guard;
+pub mod health;
 pub mod hosts;
+pub mod limits;
+pub mod report;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 pub use credential::Credential;
 pub use fetch::{FetchOutcome, Fetched, Fetcher, UpstreamError, Validators};
+pub use health::BackoffPolicy;
 pub use hosts::HostPattern;
 use url::Url;
 
 use crate::config::Settings;
+use crate::imaging;
+
+/// What the fetcher needs from the settings.
+#[derive(Debug, Clone)]
+pub struct FetchSettings {
+    /// Total time of one request (`AVATAR_UPSTREAM_TIMEOUT`).
+    pub timeout: Duration,
+    /// Connection time (`AVATAR_UPSTREAM_CONNECT_TIMEOUT`).
+    pub connect_timeout: Duration,
+    /// Requests in flight, all upstreams together (`AVATAR_CACHE_MAX_CONCURRENT_DOWNLOADS`).
+    pub max_concurrent: usize,
+    /// Longest wait for a download slot (`AVATAR_UPSTREAM_QUEUE_TIMEOUT`).
+    pub queue_timeout: Duration,
+    /// Backoff after failures and the cap of `Retry-After`.
+    pub backoff: BackoffPolicy,
+    /// One warning per upstream and kind of trouble per this (`AVATAR_UPSTREAM_WARN_INTERVAL`).
+    pub warn_interval: Duration,
+    /// Byte cap of a (decoded) body (`AVATAR_MAX_IMAGE_BYTES`).
+    pub max_bytes: usize,
+    /// Probe limits applied before anyone may cache a body.
+    pub limits: imaging::Limits,
+}
+
+impl FetchSettings {
+    /// From validated settings.
+    pub fn from_settings(settings: &Settings, limits: imaging::Limits) -> Self {
+        let u = &settings.upstream;
+        Self {
+            timeout: u.timeout,
+            connect_timeout: u.connect_timeout,
+            max_concurrent: settings.cache.max_concurrent_downloads,
+            queue_timeout: u.queue_timeout,
+            backoff: BackoffPolicy {
+                base: u.backoff,
+                max: u.max_retry_after,
+                failures_to_open: u.failures_before_backoff.max(1),
+            },
+            warn_interval: u.warn_interval,
+            max_bytes: settings.images.max_image_bytes,
+            limits,
+        }
+    }
+}
 
 /// One configured upstream.
 #[derive(Debug)]
@@ -34,8 +84,8 @@ pub struct Upstream {
     pub allow_http: bool,
     /// Private and loopback addresses allowed.
     pub allow_private: bool,
-    /// Set once the first authentication failure was logged: one warning per upstream.
-    auth_failure_logged: AtomicBool,
+    /// Requests in flight to this upstream; `None`: half the global limit.
+    pub max_concurrent: Option<usize>,
 }
 
 impl Upstream {
@@ -50,11 +100,6 @@ impl Upstream {
             && url.username().is_empty()
             && url.password().is_none()
             && self.hosts.iter().any(|p| p.matches(url))
-    }
-
-    /// True the first time only: callers log the first authentication failure, then count.
-    pub fn first_auth_failure(&self) -> bool {
-        !self.auth_failure_logged.swap(true, Ordering::Relaxed)
     }
 }
 
@@ -78,7 +123,7 @@ impl Upstreams {
                 credential: Credential::from_settings(s)?,
                 allow_http: s.allow_http,
                 allow_private: s.allow_private,
-                auth_failure_logged: AtomicBool::new(false),
+                max_concurrent: s.max_concurrent,
             }));
         }
         Ok(Self(Arc::new(list)))

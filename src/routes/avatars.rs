@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::app::AppState;
+use crate::avatars::fallback;
 use crate::avatars::rendition::etag_matches;
 use crate::avatars::request::{negotiate, split_extension};
 use crate::avatars::{AvatarQuery, CacheStatus, Rendition, RenditionKey};
@@ -49,19 +50,32 @@ async fn avatar(
     );
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let (format, negotiated) = negotiate(extension, accept);
-    let rkey = RenditionKey {
+    let rkey = || RenditionKey {
         key: key.to_owned(),
         size: query.size,
         format,
         default: query.default,
         force_default: query.force_default,
     };
-    let response = match state.avatars.serve(rkey).await {
+    let response = match state.avatars.serve(rkey()).await {
         Ok((rendition, status)) => respond(&rendition, status, &query, negotiated, headers),
+        // -- issue 7: an <img> gets an image whatever happened inside (d=404 keeps its 404) --
         Err(e) => {
-            tracing::error!(error = %e, "no image could be produced");
-            ApiError::unavailable("avatar-unavailable", "the avatar could not be produced")
-                .into_response()
+            let budget = state.settings.server.fallback_timeout;
+            match fallback::rescue(&state.avatars, &rkey(), budget).await {
+                Some(rendition) => {
+                    tracing::warn!(error = %e, "avatar not resolved; serving a default");
+                    let mut response =
+                        respond(&rendition, CacheStatus::Miss, &query, negotiated, headers);
+                    response.headers_mut().insert(header::CACHE_CONTROL, SHORT);
+                    response
+                }
+                None => {
+                    tracing::error!(error = %e, "no image could be produced");
+                    ApiError::unavailable("avatar-unavailable", "the avatar could not be produced")
+                        .into_response()
+                }
+            }
         }
     };
     state

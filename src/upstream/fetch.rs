@@ -4,19 +4,29 @@
 //! allow-list and the address rules, and the credential is only attached on the original origin.
 //! The body is read chunk by chunk under a byte cap, then sniffed and probed (dimensions) before
 //! anyone may cache it. Sign-in pages in any disguise (203, HTML, a redirect to a login page,
-//! 401/403) are authentication failures: counted, logged once per upstream, never cached.
+//! 401/403) are authentication failures: counted, reported, never cached.
+//!
+//! Around each request: [`Health`] refuses at once while an upstream backs off (`Retry-After`,
+//! failures in a row) or a URL failed recently, [`Slots`] bounds requests in flight overall and
+//! per upstream (with a queue timeout), and [`Reporter`] turns failures into rate-limited
+//! warnings. `Content-Encoding: gzip | deflate | br` is decoded by the client; the byte cap
+//! applies to the decoded bytes.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap};
-use tokio::sync::Semaphore;
 use url::{Host, Url};
 
 use super::guard::{BlockedAddress, PublicOnlyResolver, is_public};
-use super::{Upstream, Upstreams};
+use super::health::{Health, parse_retry_after};
+use super::limits::Slots;
+use super::report::{Reporter, Trouble};
+use super::{FetchSettings, Upstream, Upstreams};
+use crate::clock::Clock;
 use crate::imaging::{self, ImageKind};
 
 /// Redirect hops followed at most.
@@ -87,6 +97,17 @@ pub enum UpstreamError {
     /// Any other unexpected status.
     #[error("upstream answered HTTP {0}")]
     Status(u16),
+    /// `429 Too Many Requests` or `503 Service Unavailable`, with the `Retry-After` it sent
+    /// (RFC 9110 §10.2.3), if any.
+    #[error("upstream throttled us{}", .0.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default())]
+    Throttled(Option<Duration>),
+    /// Not asked: the upstream is backing off (throttled or failing), or this URL failed
+    /// recently. No request was made.
+    #[error("upstream backing off; not asked")]
+    CoolingDown,
+    /// No download slot freed up within the queue timeout. No request was made.
+    #[error("no download slot within the queue timeout")]
+    NoSlot,
     /// `304 Not Modified` to a request that sent no validators: nothing it could refer to
     /// (RFC 9110 §15.4.5 allows 304 only for a conditional GET).
     #[error("upstream answered 304 to an unconditional request")]
@@ -119,6 +140,9 @@ impl UpstreamError {
             Self::BlockedAddress => "blocked_address",
             Self::AuthFailure(_) => "auth_failure",
             Self::Status(_) | Self::UnsolicitedNotModified => "http_error",
+            Self::Throttled(_) => "throttled",
+            Self::CoolingDown => "backoff",
+            Self::NoSlot => "no_slot",
             Self::TooManyRedirects => "too_many_redirects",
             Self::TooLarge(_) => "too_large",
             Self::NotAnImage => "not_an_image",
@@ -148,39 +172,55 @@ pub struct Fetcher {
     upstreams: Upstreams,
     /// Resolves through [`PublicOnlyResolver`]: the default for every upstream.
     public: reqwest::Client,
-    /// Plain resolver, for upstreams marked `allow_private`.
+    /// Plain resolver, only for redirect chains that stay on `allow_private` upstreams.
     private: reqwest::Client,
-    /// Bounds upstream requests in flight (`AVATAR_CACHE_MAX_CONCURRENT_DOWNLOADS`).
-    permits: Arc<Semaphore>,
+    /// Download slots, global and per upstream, with a queue timeout.
+    slots: Slots,
+    /// Backoff state per upstream and per failed URL.
+    health: Health,
+    /// Rate-limited operator warnings.
+    reporter: Reporter,
+    clock: Arc<dyn Clock>,
     max_bytes: usize,
     limits: imaging::Limits,
 }
 
 impl Fetcher {
-    /// Build the HTTP clients.
+    /// Build the HTTP clients (decoding `gzip`, `deflate` and `br` bodies) and the state kept
+    /// per upstream; backoff deadlines and warning intervals follow `clock`.
     pub fn new(
         upstreams: Upstreams,
-        timeout: Duration,
-        connect_timeout: Duration,
-        concurrency: usize,
-        max_bytes: usize,
-        limits: imaging::Limits,
+        settings: FetchSettings,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, reqwest::Error> {
         let builder = || {
             reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
-                .timeout(timeout)
-                .connect_timeout(connect_timeout)
+                .timeout(settings.timeout)
+                .connect_timeout(settings.connect_timeout)
                 .no_proxy()
+                .gzip(true)
+                .deflate(true)
+                .brotli(true)
                 .user_agent(concat!("avatar-proxy/", env!("CARGO_PKG_VERSION")))
         };
+        let slots = Slots::new(
+            settings.max_concurrent,
+            upstreams
+                .iter()
+                .map(|u| (u.name.as_str(), u.max_concurrent)),
+            settings.queue_timeout,
+        );
         Ok(Self {
-            upstreams,
             public: builder().dns_resolver(PublicOnlyResolver).build()?,
             private: builder().build()?,
-            permits: Arc::new(Semaphore::new(concurrency)),
-            max_bytes,
-            limits,
+            slots,
+            health: Health::new(clock.clone(), settings.backoff),
+            reporter: Reporter::new(clock.clone(), settings.warn_interval),
+            clock,
+            upstreams,
+            max_bytes: settings.max_bytes,
+            limits: settings.limits,
         })
     }
 
@@ -199,13 +239,15 @@ impl Fetcher {
             metrics::counter!("avatar_upstream_requests_total", "upstream" => "none", "outcome" => "not_allowed").increment(1);
             return Err(UpstreamError::NotAllowed);
         };
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| UpstreamError::Network("shutting down".into()))?;
         let started = Instant::now();
-        let result = self.fetch_hops(&origin, url, validators).await;
+        let result = match self.health.admit(&origin.name, url.as_str()) {
+            Err(e) => Err(e),
+            Ok(()) => match self.slots.acquire(&origin.name).await {
+                Err(e) => Err(e),
+                Ok(_slot) => self.fetch_hops(&origin, url, validators).await,
+            },
+        };
+        self.health.record(&origin.name, url.as_str(), &result);
         let outcome = match &result {
             Ok(FetchOutcome::Fetched(_)) => "fetched",
             Ok(FetchOutcome::NotModified(_)) => "not_modified",
@@ -216,14 +258,32 @@ impl Fetcher {
         metrics::counter!("avatar_upstream_requests_total", "upstream" => name.clone(), "outcome" => outcome).increment(1);
         metrics::histogram!("avatar_upstream_request_duration_seconds", "upstream" => name.clone())
             .record(started.elapsed().as_secs_f64());
-        match &result {
-            Err(UpstreamError::AuthFailure(reason)) if origin.first_auth_failure() => {
-                tracing::warn!(upstream = %name, reason, "upstream authentication failed; check its credential (further failures are only counted)");
+        if let Err(e) = &result {
+            match Trouble::of(e) {
+                Some(kind) => {
+                    self.reporter.report(&name, kind, e);
+                }
+                None => tracing::debug!(upstream = %name, error = %e, "upstream not asked"),
             }
-            Err(e) => tracing::debug!(upstream = %name, error = %e, "upstream fetch failed"),
-            Ok(_) => {}
         }
         result
+    }
+
+    /// Bytes of `url` fetched fine but could not be decoded into an image: reported like any
+    /// other upstream trouble (the caller remembers the URL like a 404).
+    pub fn report_undecodable(&self, url: &Url, error: &dyn std::fmt::Display) {
+        let name = self
+            .upstreams
+            .for_url(url)
+            .map_or("none", |u| u.name.as_str());
+        metrics::counter!("avatar_upstream_undecodable_total", "upstream" => name.to_owned())
+            .increment(1);
+        self.reporter.report(name, Trouble::Undecodable, error);
+    }
+
+    /// Forget the failure memory of `url` (purges).
+    pub fn forget_failures(&self, url: &str) {
+        self.health.forget_url(url);
     }
 
     async fn fetch_hops(
@@ -233,6 +293,7 @@ impl Fetcher {
         validators: Option<&Validators>,
     ) -> Result<FetchOutcome, UpstreamError> {
         let mut current = url.clone();
+        let mut chain = Chain::new(url, origin);
         for hop in 0..=MAX_REDIRECTS {
             let upstream = if hop == 0 {
                 origin.clone()
@@ -242,21 +303,17 @@ impl Fetcher {
                     .cloned()
                     .ok_or(UpstreamError::NotAllowed)?
             };
-            if !upstream.allow_private && literal_ip_refused(&current) {
+            let Hop { on_origin, private } = chain.hop(&current, &upstream);
+            if !private && literal_ip_refused(&current) {
                 return Err(UpstreamError::BlockedAddress);
             }
-            let client = if upstream.allow_private {
-                &self.private
-            } else {
-                &self.public
-            };
+            let client = if private { &self.private } else { &self.public };
             let mut request = client.get(current.clone()).header(
                 header::ACCEPT,
                 "image/webp,image/png,image/jpeg,image/gif;q=0.9,*/*;q=0.1",
             );
-            let same_origin = current.origin() == url.origin();
-            let conditional = same_origin && validators.is_some_and(|v| !v.is_empty());
-            if same_origin {
+            let conditional = on_origin && validators.is_some_and(|v| !v.is_empty());
+            if on_origin {
                 request = origin.credential.apply(request);
                 if let Some(v) = validators {
                     if let Some(etag) = &v.etag {
@@ -269,12 +326,20 @@ impl Fetcher {
             }
             let response = request.send().await.map_err(UpstreamError::from_reqwest)?;
             let status = response.status();
+            if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
+            {
+                let now = self.clock.now_millis();
+                let after = response
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(|v| parse_retry_after(v.as_bytes(), now));
+                return Err(UpstreamError::Throttled(after));
+            }
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
                 let next = response
                     .headers()
                     .get(header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|loc| current.join(loc).ok())
+                    .and_then(|v| follow_location(&current, v.as_bytes()))
                     .ok_or(UpstreamError::Status(status.as_u16()))?;
                 if looks_like_sign_in(&next) {
                     return Err(UpstreamError::AuthFailure("redirect to a sign-in page"));
@@ -355,6 +420,70 @@ impl Fetcher {
     }
 }
 
+/// What a redirect chain has been through so far.
+struct Chain {
+    origin: url::Origin,
+    /// Once the chain has left the origin, the credential and validators stay behind, even if a
+    /// later hop comes back to it (the detour could have been chosen by anyone).
+    left_origin: bool,
+    /// The unguarded client only while every hop so far is on an `allow_private` upstream: a
+    /// public upstream cannot redirect us into an internal upstream's network.
+    private: bool,
+}
+
+/// How to send one hop.
+#[derive(Debug, PartialEq, Eq)]
+struct Hop {
+    /// Attach the credential and the validators.
+    on_origin: bool,
+    /// Use the client without the address guard.
+    private: bool,
+}
+
+impl Chain {
+    fn new(url: &Url, origin: &Upstream) -> Self {
+        Self {
+            origin: url.origin(),
+            left_origin: false,
+            private: origin.allow_private,
+        }
+    }
+
+    fn hop(&mut self, url: &Url, upstream: &Upstream) -> Hop {
+        self.left_origin |= url.origin() != self.origin;
+        self.private &= upstream.allow_private;
+        Hop {
+            on_origin: !self.left_origin,
+            private: self.private,
+        }
+    }
+}
+
+/// The target of a `Location` header, resolved against the current URL. Raw bytes outside
+/// ASCII are taken as UTF-8 when they are (what browsers do) and percent-encoded either way, so
+/// `/avatars/Zoë.png` is followed as `/avatars/Zo%C3%AB.png`.
+fn follow_location(current: &Url, raw: &[u8]) -> Option<Url> {
+    let text: Cow<'_, str> = match std::str::from_utf8(raw) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => Cow::Owned(
+            raw.iter()
+                .map(|&b| {
+                    if b.is_ascii() {
+                        char::from(b).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect(),
+        ),
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    current.join(text).ok()
+}
+
 /// An IP literal that the address rules refuse (DNS is not consulted for literals).
 fn literal_ip_refused(url: &Url) -> bool {
     match url.host() {
@@ -417,6 +546,66 @@ mod tests {
         assert!(!looks_like_sign_in(
             &Url::parse("https://cdn.example.com/avatars/42.png").expect("url")
         ));
+    }
+
+    fn upstream(allow_private: bool) -> Upstream {
+        Upstream {
+            name: "u".into(),
+            hosts: Vec::new(),
+            credential: super::super::Credential::None,
+            allow_http: true,
+            allow_private,
+            max_concurrent: None,
+        }
+    }
+
+    #[test]
+    fn the_credential_stays_behind_once_a_chain_left_its_origin() {
+        let idp = upstream(false);
+        let cdn = upstream(false);
+        let start = Url::parse("https://idp.example/a.png").expect("url");
+        let mut chain = Chain::new(&start, &idp);
+        assert!(chain.hop(&start, &idp).on_origin);
+        let same = Url::parse("https://idp.example/b.png").expect("url");
+        assert!(
+            chain.hop(&same, &idp).on_origin,
+            "a hop on the origin keeps it"
+        );
+        let away = Url::parse("https://cdn.example/x").expect("url");
+        assert!(!chain.hop(&away, &cdn).on_origin);
+        assert!(
+            !chain.hop(&start, &idp).on_origin,
+            "coming back does not bring the credential back"
+        );
+    }
+
+    #[test]
+    fn a_public_upstream_never_redirects_into_the_private_client() {
+        let public = upstream(false);
+        let internal = upstream(true);
+        let start = Url::parse("https://idp.example/a.png").expect("url");
+        let inside = Url::parse("http://10.0.0.5/a.png").expect("url");
+        let mut chain = Chain::new(&start, &public);
+        assert!(!chain.hop(&start, &public).private);
+        assert!(!chain.hop(&inside, &internal).private);
+        assert!(literal_ip_refused(&inside), "so the literal is refused");
+        let mut chain = Chain::new(&inside, &internal);
+        assert!(chain.hop(&inside, &internal).private);
+        assert!(!chain.hop(&start, &public).private);
+        assert!(
+            !chain.hop(&inside, &internal).private,
+            "once public, always guarded"
+        );
+    }
+
+    #[test]
+    fn raw_utf8_in_a_location_is_percent_encoded_and_followed() {
+        let here = Url::parse("https://idp.example/avatars/old.png").expect("url");
+        let next = follow_location(&here, "/avatars/Zoë.png".as_bytes()).expect("followed");
+        assert_eq!(next.as_str(), "https://idp.example/avatars/Zo%C3%AB.png");
+        let latin1 = follow_location(&here, b"Zo\xeb.png").expect("followed");
+        assert_eq!(latin1.as_str(), "https://idp.example/avatars/Zo%EB.png");
+        assert!(follow_location(&here, b"  ").is_none());
     }
 
     #[test]
