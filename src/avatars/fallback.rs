@@ -72,12 +72,16 @@ impl Fallback {
 }
 
 /// The answer for a request whose resolution failed: the key's generated default within
-/// `budget`, else the pre-rendered one. `None` only when neither exists.
+/// `budget` (zero: straight to the pre-rendered one), else the pre-rendered one. `None` only
+/// when neither exists.
 pub async fn rescue(
     avatars: &Avatars,
     rkey: &RenditionKey,
     budget: Duration,
 ) -> Option<Arc<Rendition>> {
+    if budget.is_zero() && rkey.default != DefaultChoice::NotFound {
+        return avatars.fallback().for_size(rkey.size);
+    }
     // `d=404` needs no image work: its answer always comes back here.
     match tokio::time::timeout(budget, avatars.default_for(rkey)).await {
         Ok(Ok(rendition)) => Some(rendition),

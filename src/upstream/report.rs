@@ -113,8 +113,8 @@ impl Reporter {
             suppressed
         };
         tracing::warn!(
-            upstream,
-            kind = kind.as_str(),
+            upstream = %upstream,
+            kind = %kind.as_str(),
             error = %error,
             suppressed,
             "upstream trouble"

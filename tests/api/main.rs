@@ -10,4 +10,6 @@ mod identities;
 mod ops;
 mod serving;
 mod upload_flows;
+mod upstream_backoff;
 mod upstream_faults;
+mod upstream_protocol;
