@@ -12,4 +12,5 @@ mod serving;
 mod upload_flows;
 mod upstream_backoff;
 mod upstream_faults;
+mod upstream_generated;
 mod upstream_protocol;
