@@ -151,3 +151,47 @@ impl Upstreams {
         self.0.iter()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_slots_and_per_upstream_limits_come_from_the_environment() {
+        let env = [
+            ("AVATAR_UPSTREAM_QUEUE_TIMEOUT", "2s"),
+            ("AVATAR_UPSTREAM_MAX_RETRY_AFTER", "3m"),
+            ("AVATAR_UPSTREAM_BACKOFF", "10s"),
+            ("AVATAR_UPSTREAM_FAILURES_BEFORE_BACKOFF", "5"),
+            ("AVATAR_UPSTREAM_WARN_INTERVAL", "1m"),
+            ("AVATAR_UPSTREAM_AZURE_HOSTS", "dev.azure.com"),
+            ("AVATAR_UPSTREAM_AZURE_MAX_CONCURRENT", "4"),
+            ("AVATAR_UPSTREAM_GITLAB_HOSTS", "gitlab.example.com"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let settings = Settings::load_from(None, env).expect("valid");
+        let f = FetchSettings::from_settings(&settings, imaging::Limits::default());
+        assert_eq!(f.queue_timeout, Duration::from_secs(2));
+        assert_eq!(f.backoff.max, Duration::from_secs(180));
+        assert_eq!(f.backoff.base, Duration::from_secs(10));
+        assert_eq!(f.backoff.failures_to_open, 5);
+        assert_eq!(f.warn_interval, Duration::from_secs(60));
+        let upstreams = Upstreams::from_settings(&settings).expect("valid");
+        let limit = |name: &str| {
+            upstreams
+                .iter()
+                .find(|u| u.name == name)
+                .map(|u| u.max_concurrent)
+        };
+        assert_eq!(limit("azure"), Some(Some(4)));
+        assert_eq!(
+            limit("gitlab"),
+            Some(None),
+            "half the global limit by default"
+        );
+        assert!(
+            !settings.upstreams.contains_key("queue"),
+            "not an upstream named QUEUE"
+        );
+    }
+}

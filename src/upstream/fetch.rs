@@ -256,8 +256,11 @@ impl Fetcher {
         };
         let name = origin.name.clone();
         metrics::counter!("avatar_upstream_requests_total", "upstream" => name.clone(), "outcome" => outcome).increment(1);
-        metrics::histogram!("avatar_upstream_request_duration_seconds", "upstream" => name.clone())
-            .record(started.elapsed().as_secs_f64());
+        if !matches!(result, Err(UpstreamError::CoolingDown)) {
+            // Includes the wait for a slot: what a caller waited for this upstream.
+            metrics::histogram!("avatar_upstream_request_duration_seconds", "upstream" => name.clone())
+                .record(started.elapsed().as_secs_f64());
+        }
         if let Err(e) = &result {
             match Trouble::of(e) {
                 Some(kind) => {
