@@ -64,7 +64,9 @@ async fn avatar(
             let budget = state.settings.server.fallback_timeout;
             match fallback::rescue(&state.avatars, &rkey(), budget).await {
                 Some(rendition) => {
-                    tracing::warn!(error = %e, "avatar not resolved; serving a default");
+                    // Counted, not logged per request: upstream trouble has its own warnings.
+                    metrics::counter!("avatar_fallback_served_total").increment(1);
+                    tracing::debug!(error = %e, "avatar not resolved; serving a default");
                     let mut response =
                         respond(&rendition, CacheStatus::Miss, &query, negotiated, headers);
                     response.headers_mut().insert(header::CACHE_CONTROL, SHORT);

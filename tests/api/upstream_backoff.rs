@@ -217,6 +217,7 @@ async fn the_avatar_route_answers_an_image_when_the_resolver_times_out() {
 
     let r = app.get(&format!("/avatar/{key}?s=64&d=404")).await;
     assert_eq!(r.status(), 404, "d=404 keeps its 404");
+    assert_eq!(metric(&app, "avatar_fallback_served_total", "").await, 2.0);
 }
 
 #[tokio::test]
