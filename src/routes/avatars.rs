@@ -16,7 +16,7 @@ use crate::app::AppState;
 use crate::avatars::fallback;
 use crate::avatars::rendition::etag_matches;
 use crate::avatars::request::{negotiate, split_extension};
-use crate::avatars::{AvatarQuery, CacheStatus, Rendition, RenditionKey};
+use crate::avatars::{AvatarQuery, CacheStatus, Rendition, RenditionKey, SourceKind};
 use crate::error::ApiError;
 
 /// Routes of this module.
@@ -113,7 +113,9 @@ fn respond(
         h.insert(header::LAST_MODIFIED, lm.clone());
     }
     let current = matches!((&query.version, &r.version), (Some(asked), Some(have)) if asked.as_str() == &**have);
-    let cache_control = if r.status != StatusCode::OK {
+    // A generated default stands in for an avatar that is missing or failing right now (issue 7):
+    // browsers ask again soon, so the real one shows once the upstream recovers.
+    let cache_control = if r.status != StatusCode::OK || r.source == SourceKind::Default {
         SHORT
     } else if current {
         IMMUTABLE

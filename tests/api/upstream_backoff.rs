@@ -170,12 +170,13 @@ async fn a_hung_upstream_cannot_starve_other_upstreams_of_download_slots() {
             let r = app.get(&format!("/avatar/{key}?s=64")).await;
             let status = r.status();
             let source = header_of(&r, "x-avatar-source");
+            let cache_control = header_of(&r, "cache-control");
             let body = r.bytes().await.expect("body");
-            (is_healthy, status, source, body)
+            (is_healthy, status, source, cache_control, body)
         }));
     }
     for task in tasks {
-        let (is_healthy, status, source, body) = task.await.expect("task");
+        let (is_healthy, status, source, cache_control, body) = task.await.expect("task");
         assert_eq!(status, 200, "never a JSON 503");
         let (_, w, _) = centre(&body);
         assert_eq!(w, 64);
@@ -183,6 +184,10 @@ async fn a_hung_upstream_cannot_starve_other_upstreams_of_download_slots() {
             assert_eq!(source, "upstream", "healthy avatars get their image");
         } else {
             assert_eq!(source, "default");
+            assert_eq!(
+                cache_control, "public, max-age=60",
+                "a default is not kept long"
+            );
         }
     }
     assert_eq!(
