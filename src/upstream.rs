@@ -6,6 +6,7 @@
 //! - [`fetch`]: the fetcher: redirects re-checked hop by hop, byte cap while streaming,
 //!   sign-in pages recognised as authentication failures, conditional revalidation.
 //! - [`health`]: `Retry-After`, backoff per upstream, memory of failed URLs.
+//! - `redirect`: where a `Location` leads and what each hop may carry (credential, client).
 //! - [`limits`]: download slots, global and per upstream, with a queue timeout.
 //! - [`report`]: one warning per upstream and kind of trouble per interval.
 
@@ -15,6 +16,7 @@ pub mod guard;
 pub mod health;
 pub mod hosts;
 pub mod limits;
+mod redirect;
 pub mod report;
 
 use std::sync::Arc;

@@ -12,7 +12,6 @@
 //! warnings. `Content-Encoding: gzip | deflate | br` is decoded by the client; the byte cap
 //! applies to the decoded bytes.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +23,7 @@ use url::{Host, Url};
 use super::guard::{BlockedAddress, PublicOnlyResolver, is_public};
 use super::health::{Health, parse_retry_after};
 use super::limits::Slots;
+use super::redirect::{Chain, Hop, follow_location};
 use super::report::{Reporter, Trouble};
 use super::{FetchSettings, Upstream, Upstreams};
 use crate::clock::Clock;
@@ -423,72 +423,8 @@ impl Fetcher {
     }
 }
 
-/// What a redirect chain has been through so far.
-struct Chain {
-    origin: url::Origin,
-    /// Once the chain has left the origin, the credential and validators stay behind, even if a
-    /// later hop comes back to it (the detour could have been chosen by anyone).
-    left_origin: bool,
-    /// The unguarded client only while every hop so far is on an `allow_private` upstream: a
-    /// public upstream cannot redirect us into an internal upstream's network.
-    private: bool,
-}
-
-/// How to send one hop.
-#[derive(Debug, PartialEq, Eq)]
-struct Hop {
-    /// Attach the credential and the validators.
-    on_origin: bool,
-    /// Use the client without the address guard.
-    private: bool,
-}
-
-impl Chain {
-    fn new(url: &Url, origin: &Upstream) -> Self {
-        Self {
-            origin: url.origin(),
-            left_origin: false,
-            private: origin.allow_private,
-        }
-    }
-
-    fn hop(&mut self, url: &Url, upstream: &Upstream) -> Hop {
-        self.left_origin |= url.origin() != self.origin;
-        self.private &= upstream.allow_private;
-        Hop {
-            on_origin: !self.left_origin,
-            private: self.private,
-        }
-    }
-}
-
-/// The target of a `Location` header, resolved against the current URL. Raw bytes outside
-/// ASCII are taken as UTF-8 when they are (what browsers do) and percent-encoded either way, so
-/// `/avatars/Zoë.png` is followed as `/avatars/Zo%C3%AB.png`.
-fn follow_location(current: &Url, raw: &[u8]) -> Option<Url> {
-    let text: Cow<'_, str> = match std::str::from_utf8(raw) {
-        Ok(text) => Cow::Borrowed(text),
-        Err(_) => Cow::Owned(
-            raw.iter()
-                .map(|&b| {
-                    if b.is_ascii() {
-                        char::from(b).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect(),
-        ),
-    };
-    let text = text.trim();
-    if text.is_empty() {
-        return None;
-    }
-    current.join(text).ok()
-}
-
 /// An IP literal that the address rules refuse (DNS is not consulted for literals).
-fn literal_ip_refused(url: &Url) -> bool {
+pub(crate) fn literal_ip_refused(url: &Url) -> bool {
     match url.host() {
         Some(Host::Ipv4(ip)) => !is_public(ip.into()),
         Some(Host::Ipv6(ip)) => !is_public(ip.into()),
@@ -549,66 +485,6 @@ mod tests {
         assert!(!looks_like_sign_in(
             &Url::parse("https://cdn.example.com/avatars/42.png").expect("url")
         ));
-    }
-
-    fn upstream(allow_private: bool) -> Upstream {
-        Upstream {
-            name: "u".into(),
-            hosts: Vec::new(),
-            credential: super::super::Credential::None,
-            allow_http: true,
-            allow_private,
-            max_concurrent: None,
-        }
-    }
-
-    #[test]
-    fn the_credential_stays_behind_once_a_chain_left_its_origin() {
-        let idp = upstream(false);
-        let cdn = upstream(false);
-        let start = Url::parse("https://idp.example/a.png").expect("url");
-        let mut chain = Chain::new(&start, &idp);
-        assert!(chain.hop(&start, &idp).on_origin);
-        let same = Url::parse("https://idp.example/b.png").expect("url");
-        assert!(
-            chain.hop(&same, &idp).on_origin,
-            "a hop on the origin keeps it"
-        );
-        let away = Url::parse("https://cdn.example/x").expect("url");
-        assert!(!chain.hop(&away, &cdn).on_origin);
-        assert!(
-            !chain.hop(&start, &idp).on_origin,
-            "coming back does not bring the credential back"
-        );
-    }
-
-    #[test]
-    fn a_public_upstream_never_redirects_into_the_private_client() {
-        let public = upstream(false);
-        let internal = upstream(true);
-        let start = Url::parse("https://idp.example/a.png").expect("url");
-        let inside = Url::parse("http://10.0.0.5/a.png").expect("url");
-        let mut chain = Chain::new(&start, &public);
-        assert!(!chain.hop(&start, &public).private);
-        assert!(!chain.hop(&inside, &internal).private);
-        assert!(literal_ip_refused(&inside), "so the literal is refused");
-        let mut chain = Chain::new(&inside, &internal);
-        assert!(chain.hop(&inside, &internal).private);
-        assert!(!chain.hop(&start, &public).private);
-        assert!(
-            !chain.hop(&inside, &internal).private,
-            "once public, always guarded"
-        );
-    }
-
-    #[test]
-    fn raw_utf8_in_a_location_is_percent_encoded_and_followed() {
-        let here = Url::parse("https://idp.example/avatars/old.png").expect("url");
-        let next = follow_location(&here, "/avatars/Zoë.png".as_bytes()).expect("followed");
-        assert_eq!(next.as_str(), "https://idp.example/avatars/Zo%C3%AB.png");
-        let latin1 = follow_location(&here, b"Zo\xeb.png").expect("followed");
-        assert_eq!(latin1.as_str(), "https://idp.example/avatars/Zo%EB.png");
-        assert!(follow_location(&here, b"  ").is_none());
     }
 
     #[test]

@@ -151,8 +151,8 @@ async fn a_hung_upstream_cannot_starve_other_upstreams_of_download_slots() {
     env.push(("AVATAR_CACHE_MAX_CONCURRENT_DOWNLOADS", "2".into()));
     // Hung requests outlast the test; the queue and request timeouts bound every answer.
     env.push(("AVATAR_UPSTREAM_TIMEOUT", "60s".into()));
-    env.push(("AVATAR_UPSTREAM_QUEUE_TIMEOUT", "1s".into()));
-    env.push(("AVATAR_REQUEST_TIMEOUT", "3s".into()));
+    env.push(("AVATAR_UPSTREAM_QUEUE_TIMEOUT", "2s".into()));
+    env.push(("AVATAR_REQUEST_TIMEOUT", "4s".into()));
     let app = Arc::new(spawn_app(&env).await);
     let mut keys = Vec::new();
     for i in 0..4 {
