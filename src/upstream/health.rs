@@ -63,9 +63,10 @@ enum Verdict {
     Throttled(Option<Duration>),
     /// Timeouts, connection errors, 5xx: the upstream may be down.
     Transient,
-    /// The upstream is up but this URL gives nothing usable (auth, not an image, 4xx, ...).
+    /// The upstream is up but this URL gives nothing usable (auth, not an image, 4xx, a redirect
+    /// off the allow-list or to a refused address, ...).
     UrlOnly,
-    /// No request was made (refused before sending): nothing learned.
+    /// Refused by our own backoff or slot limits: nothing learned.
     Nothing,
 }
 
@@ -75,9 +76,8 @@ fn verdict(result: &Result<FetchOutcome, UpstreamError>) -> Verdict {
         Err(UpstreamError::Throttled(after)) => Verdict::Throttled(*after),
         Err(UpstreamError::Timeout | UpstreamError::Network(_)) => Verdict::Transient,
         Err(UpstreamError::Status(code)) if *code >= 500 => Verdict::Transient,
-        Err(UpstreamError::CoolingDown | UpstreamError::NoSlot | UpstreamError::NotAllowed) => {
-            Verdict::Nothing
-        }
+        // Our own limits: nothing was asked, nothing learned.
+        Err(UpstreamError::CoolingDown | UpstreamError::NoSlot) => Verdict::Nothing,
         Err(_) => Verdict::UrlOnly,
     }
 }

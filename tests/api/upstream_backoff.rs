@@ -389,3 +389,35 @@ async fn operators_get_one_warning_per_upstream_and_kind_per_interval() {
     assert_eq!(auth.len(), 2, "{auth:#?}");
     assert!(auth[1].contains("suppressed=5"), "{}", auth[1]);
 }
+
+#[tokio::test]
+async fn a_failed_fetch_is_remembered_for_every_size_and_format() {
+    let upstream = FakeUpstream::start().await;
+    let elsewhere = FakeUpstream::start().await;
+    let cases = [
+        (
+            "avatars/off-list.jpg",
+            Behaviour::Redirect(elsewhere.url("public/x.jpg")),
+        ),
+        ("avatars/teapot.jpg", Behaviour::Status(418)),
+        ("avatars/html.jpg", Behaviour::HtmlDisguisedAsImage),
+    ];
+    let app = spawn_app(&upstream_env("IDP", upstream.addr)).await;
+    for (path, behaviour) in cases {
+        upstream.set(path, behaviour);
+        let key = app
+            .register(&path.replace(['/', '.'], "-"), &upstream.url(path))
+            .await;
+        for file in [key.clone(), format!("{key}.png"), format!("{key}.webp")] {
+            for size in [32, 64, 128] {
+                let r = app.get(&format!("/avatar/{file}?s={size}")).await;
+                assert_eq!(header_of(&r, "x-avatar-source"), "default", "{path}");
+            }
+        }
+        assert_eq!(
+            upstream.hits(path),
+            1,
+            "{path}: asked once, not per size and format"
+        );
+    }
+}
