@@ -10,7 +10,7 @@
 //!
 //! Deadlines come from the app's [`Clock`], so tests move time instead of sleeping. Backoff
 //! doubles with each failure in a row, from `base` up to `max` (`Retry-After` is capped by `max`
-//! too); any answer that is not a transient failure closes the upstream again.
+//! too); any answer that is not a transient failure starts the count of failures again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

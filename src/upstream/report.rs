@@ -6,7 +6,7 @@
 //! previous line:
 //!
 //! ```text
-//! WARN upstream trouble upstream=azure kind=throttled error="upstream throttled us (retry after 120s)" suppressed=14
+//! WARN upstream trouble upstream=azure kind=throttled error=upstream throttled us (retry after 120s) suppressed=14 hint="requests to the upstream pause for its Retry-After"
 //! ```
 
 use std::collections::HashMap;
@@ -43,6 +43,19 @@ impl Trouble {
             Self::Throttled => "throttled",
             Self::HttpError => "http_errors",
             Self::Undecodable => "undecodable",
+        }
+    }
+
+    /// What an operator can do about it (the `hint` field).
+    pub fn hint(self) -> &'static str {
+        match self {
+            Self::Auth => "check the upstream's credential",
+            Self::Timeout | Self::Unreachable => {
+                "the upstream is slow or down; stale copies and defaults are served meanwhile"
+            }
+            Self::Throttled => "requests to the upstream pause for its Retry-After",
+            Self::HttpError => "the upstream answers unexpected statuses",
+            Self::Undecodable => "the upstream serves bytes that are not a usable image",
         }
     }
 
@@ -117,6 +130,7 @@ impl Reporter {
             kind = %kind.as_str(),
             error = %error,
             suppressed,
+            hint = kind.hint(),
             "upstream trouble"
         );
         true
