@@ -26,7 +26,7 @@ use crate::repo::Repo;
 use crate::repo::sqlite::SqliteRepo;
 use crate::store::{BlobStore, ObjectBlobStore};
 use crate::uploads::Uploads;
-use crate::upstream::{Fetcher, Upstreams};
+use crate::upstream::{FetchSettings, Fetcher, Upstreams};
 use crate::webhooks::Deliverer;
 
 /// Shared application state: one `Arc`, cloned into every handler.
@@ -178,15 +178,9 @@ impl Application {
             ..imaging::Limits::default()
         };
         let upstreams = Upstreams::from_settings(&settings).map_err(anyhow::Error::msg)?;
-        let fetcher = Fetcher::new(
-            upstreams,
-            settings.upstream.timeout,
-            settings.upstream.connect_timeout,
-            settings.cache.max_concurrent_downloads,
-            settings.images.max_image_bytes,
-            limits,
-        )
-        .context("cannot build the HTTP client")?;
+        let fetch_settings = FetchSettings::from_settings(&settings, limits);
+        let fetcher = Fetcher::new(upstreams, fetch_settings, clock.clone())
+            .context("cannot build the HTTP client")?;
         let workers = match settings.images.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,

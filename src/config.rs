@@ -138,6 +138,10 @@ pub struct ServerSettings {
     /// (`AVATAR_SHUTDOWN_TIMEOUT`).
     #[serde(with = "human_duration")]
     pub shutdown_timeout: Duration,
+    /// Time to render the key's default when an avatar could not be resolved, before the
+    /// pre-rendered default is served (`AVATAR_FALLBACK_TIMEOUT`; issue 7).
+    #[serde(with = "human_duration")]
+    pub fallback_timeout: Duration,
 }
 
 /// Log output style.
@@ -223,6 +227,22 @@ pub struct UpstreamDefaults {
     /// Connection time (`AVATAR_UPSTREAM_CONNECT_TIMEOUT`).
     #[serde(with = "human_duration")]
     pub connect_timeout: Duration,
+    // -- upstream faults (issue 7): slots, backoff, warnings --
+    /// Longest wait for a download slot (`AVATAR_UPSTREAM_QUEUE_TIMEOUT`).
+    #[serde(with = "human_duration")]
+    pub queue_timeout: Duration,
+    /// First backoff after a failure without `Retry-After`; doubles (`AVATAR_UPSTREAM_BACKOFF`).
+    #[serde(with = "human_duration")]
+    pub backoff: Duration,
+    /// Cap of `Retry-After` and of backoff (`AVATAR_UPSTREAM_MAX_RETRY_AFTER`).
+    #[serde(with = "human_duration")]
+    pub max_retry_after: Duration,
+    /// Transient failures in a row before a whole upstream backs off
+    /// (`AVATAR_UPSTREAM_FAILURES_BEFORE_BACKOFF`).
+    pub failures_before_backoff: u32,
+    /// One warning per upstream and kind of trouble per this (`AVATAR_UPSTREAM_WARN_INTERVAL`).
+    #[serde(with = "human_duration")]
+    pub warn_interval: Duration,
 }
 
 /// `[database]`.
@@ -329,6 +349,9 @@ pub struct UpstreamSettings {
     /// Allow private, loopback and link-local addresses (internal upstreams, tests).
     #[serde(default)]
     pub allow_private: bool,
+    /// Requests in flight to this upstream; unset: half of `cache.max_concurrent_downloads`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<usize>,
 }
 
 /// How a value from the environment is turned into a TOML value.
@@ -372,6 +395,11 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         "server.shutdown_timeout",
         Kind::Str,
     ),
+    (
+        "AVATAR_FALLBACK_TIMEOUT",
+        "server.fallback_timeout",
+        Kind::Str,
+    ),
     ("AVATAR_CACHE_DIR", "cache.dir", Kind::Str),
     ("AVATAR_CACHE_TTL_HOURS", "cache.ttl_hours", Kind::Int),
     ("AVATAR_CACHE_TTL", "cache.ttl", Kind::Str),
@@ -404,6 +432,28 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     (
         "AVATAR_UPSTREAM_CONNECT_TIMEOUT",
         "upstream.connect_timeout",
+        Kind::Str,
+    ),
+    // -- upstream faults (issue 7) --
+    (
+        "AVATAR_UPSTREAM_QUEUE_TIMEOUT",
+        "upstream.queue_timeout",
+        Kind::Str,
+    ),
+    ("AVATAR_UPSTREAM_BACKOFF", "upstream.backoff", Kind::Str),
+    (
+        "AVATAR_UPSTREAM_MAX_RETRY_AFTER",
+        "upstream.max_retry_after",
+        Kind::Str,
+    ),
+    (
+        "AVATAR_UPSTREAM_FAILURES_BEFORE_BACKOFF",
+        "upstream.failures_before_backoff",
+        Kind::Int,
+    ),
+    (
+        "AVATAR_UPSTREAM_WARN_INTERVAL",
+        "upstream.warn_interval",
         Kind::Str,
     ),
     ("AVATAR_DATABASE_URL", "database.url", Kind::Str),
@@ -450,6 +500,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
 
 /// Fields of `AVATAR_UPSTREAM_<NAME>_<FIELD>`, longest first so `_BASIC_USER` wins over `_USER`.
 const UPSTREAM_FIELDS: &[(&str, Kind)] = &[
+    ("MAX_CONCURRENT", Kind::Int),
     ("BASIC_PASSWORD", Kind::Str),
     ("ALLOW_PRIVATE", Kind::Bool),
     ("BASIC_USER", Kind::Str),
@@ -664,7 +715,7 @@ fn env_key(name: &str) -> Result<Option<(String, Kind)>, ConfigError> {
     Err(invalid(
         name,
         "unknown upstream field; expected _HOSTS, _PAT, _BEARER, _BASIC_USER, _BASIC_PASSWORD, \
-         _HEADER, _COOKIE, _ALLOW_HTTP or _ALLOW_PRIVATE",
+         _HEADER, _COOKIE, _ALLOW_HTTP, _ALLOW_PRIVATE or _MAX_CONCURRENT",
     ))
 }
 

@@ -14,7 +14,8 @@
 //! - [`store`]: durable blobs (uploaded variants) over object_store.
 //! - [`cache`]: memory tier (moka, bytes-weighted), disk tier (cacache, LRU by bytes), single
 //!   flight, freshness.
-//! - [`upstream`]: allow-list, credentials, SSRF guard, the streaming fetcher.
+//! - [`upstream`]: allow-list, credentials, SSRF guard, the streaming fetcher, backoff
+//!   (`Retry-After`) and download slots per upstream, rate-limited trouble warnings.
 //! - [`imaging`]: sniff, probe before decode, DCT-scaled decode, resize, encode, defaults.
 //! - [`repo`]: metadata (identity registry) behind a trait; SQLite embedded.
 //! - [`keys`]: user id → opaque public key (HMAC).

@@ -5,21 +5,73 @@
 //! - [`guard`]: address rules applied after DNS resolution (SSRF guard).
 //! - [`fetch`]: the fetcher: redirects re-checked hop by hop, byte cap while streaming,
 //!   sign-in pages recognised as authentication failures, conditional revalidation.
+//! - [`health`]: `Retry-After`, backoff per upstream, memory of failed URLs.
+//! - `redirect`: where a `Location` leads and what each hop may carry (credential, client).
+//! - [`limits`]: download slots, global and per upstream, with a queue timeout.
+//! - [`report`]: one warning per upstream and kind of trouble per interval.
 
 pub mod credential;
 pub mod fetch;
 pub mod guard;
+pub mod health;
 pub mod hosts;
+pub mod limits;
+mod redirect;
+pub mod report;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 pub use credential::Credential;
 pub use fetch::{FetchOutcome, Fetched, Fetcher, UpstreamError, Validators};
+pub use health::BackoffPolicy;
 pub use hosts::HostPattern;
 use url::Url;
 
 use crate::config::Settings;
+use crate::imaging;
+
+/// What the fetcher needs from the settings.
+#[derive(Debug, Clone)]
+pub struct FetchSettings {
+    /// Total time of one request (`AVATAR_UPSTREAM_TIMEOUT`).
+    pub timeout: Duration,
+    /// Connection time (`AVATAR_UPSTREAM_CONNECT_TIMEOUT`).
+    pub connect_timeout: Duration,
+    /// Requests in flight, all upstreams together (`AVATAR_CACHE_MAX_CONCURRENT_DOWNLOADS`).
+    pub max_concurrent: usize,
+    /// Longest wait for a download slot (`AVATAR_UPSTREAM_QUEUE_TIMEOUT`).
+    pub queue_timeout: Duration,
+    /// Backoff after failures and the cap of `Retry-After`.
+    pub backoff: BackoffPolicy,
+    /// One warning per upstream and kind of trouble per this (`AVATAR_UPSTREAM_WARN_INTERVAL`).
+    pub warn_interval: Duration,
+    /// Byte cap of a (decoded) body (`AVATAR_MAX_IMAGE_BYTES`).
+    pub max_bytes: usize,
+    /// Probe limits applied before anyone may cache a body.
+    pub limits: imaging::Limits,
+}
+
+impl FetchSettings {
+    /// From validated settings.
+    pub fn from_settings(settings: &Settings, limits: imaging::Limits) -> Self {
+        let u = &settings.upstream;
+        Self {
+            timeout: u.timeout,
+            connect_timeout: u.connect_timeout,
+            max_concurrent: settings.cache.max_concurrent_downloads,
+            queue_timeout: u.queue_timeout,
+            backoff: BackoffPolicy {
+                base: u.backoff,
+                max: u.max_retry_after,
+                failures_to_open: u.failures_before_backoff.max(1),
+            },
+            warn_interval: u.warn_interval,
+            max_bytes: settings.images.max_image_bytes,
+            limits,
+        }
+    }
+}
 
 /// One configured upstream.
 #[derive(Debug)]
@@ -34,8 +86,8 @@ pub struct Upstream {
     pub allow_http: bool,
     /// Private and loopback addresses allowed.
     pub allow_private: bool,
-    /// Set once the first authentication failure was logged: one warning per upstream.
-    auth_failure_logged: AtomicBool,
+    /// Requests in flight to this upstream; `None`: half the global limit.
+    pub max_concurrent: Option<usize>,
 }
 
 impl Upstream {
@@ -50,11 +102,6 @@ impl Upstream {
             && url.username().is_empty()
             && url.password().is_none()
             && self.hosts.iter().any(|p| p.matches(url))
-    }
-
-    /// True the first time only: callers log the first authentication failure, then count.
-    pub fn first_auth_failure(&self) -> bool {
-        !self.auth_failure_logged.swap(true, Ordering::Relaxed)
     }
 }
 
@@ -78,7 +125,7 @@ impl Upstreams {
                 credential: Credential::from_settings(s)?,
                 allow_http: s.allow_http,
                 allow_private: s.allow_private,
-                auth_failure_logged: AtomicBool::new(false),
+                max_concurrent: s.max_concurrent,
             }));
         }
         Ok(Self(Arc::new(list)))
@@ -104,5 +151,49 @@ impl Upstreams {
     /// Every upstream.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Upstream>> {
         self.0.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_slots_and_per_upstream_limits_come_from_the_environment() {
+        let env = [
+            ("AVATAR_UPSTREAM_QUEUE_TIMEOUT", "2s"),
+            ("AVATAR_UPSTREAM_MAX_RETRY_AFTER", "3m"),
+            ("AVATAR_UPSTREAM_BACKOFF", "10s"),
+            ("AVATAR_UPSTREAM_FAILURES_BEFORE_BACKOFF", "5"),
+            ("AVATAR_UPSTREAM_WARN_INTERVAL", "1m"),
+            ("AVATAR_UPSTREAM_AZURE_HOSTS", "dev.azure.com"),
+            ("AVATAR_UPSTREAM_AZURE_MAX_CONCURRENT", "4"),
+            ("AVATAR_UPSTREAM_GITLAB_HOSTS", "gitlab.example.com"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let settings = Settings::load_from(None, env).expect("valid");
+        let f = FetchSettings::from_settings(&settings, imaging::Limits::default());
+        assert_eq!(f.queue_timeout, Duration::from_secs(2));
+        assert_eq!(f.backoff.max, Duration::from_secs(180));
+        assert_eq!(f.backoff.base, Duration::from_secs(10));
+        assert_eq!(f.backoff.failures_to_open, 5);
+        assert_eq!(f.warn_interval, Duration::from_secs(60));
+        let upstreams = Upstreams::from_settings(&settings).expect("valid");
+        let limit = |name: &str| {
+            upstreams
+                .iter()
+                .find(|u| u.name == name)
+                .map(|u| u.max_concurrent)
+        };
+        assert_eq!(limit("azure"), Some(Some(4)));
+        assert_eq!(
+            limit("gitlab"),
+            Some(None),
+            "half the global limit by default"
+        );
+        assert!(
+            !settings.upstreams.contains_key("queue"),
+            "not an upstream named QUEUE"
+        );
     }
 }

@@ -109,6 +109,8 @@ struct Inner {
     variants: SingleFlight<String, Result<(Bytes, DiskEntry), ResolveError>>,
     /// Image work at once (decode, resize, encode): CPU-bound, so about one per core.
     image_permits: Arc<Semaphore>,
+    /// Defaults rendered at start-up: the last resort of `/avatar` (issue 7).
+    fallback: super::fallback::Fallback,
 }
 
 /// The avatar service. Cheap to clone.
@@ -129,7 +131,6 @@ impl Avatars {
         image_workers: usize,
     ) -> Self {
         Self(Arc::new(Inner {
-            settings,
             memory: MemoryTier::new(memory_budget),
             disk,
             fetcher,
@@ -149,6 +150,8 @@ impl Avatars {
             fetches: SingleFlight::default(),
             variants: SingleFlight::default(),
             image_permits: Arc::new(Semaphore::new(image_workers.max(1))),
+            fallback: super::fallback::Fallback::new(&settings.sizes, settings.default),
+            settings,
         }))
     }
 
@@ -165,6 +168,24 @@ impl Avatars {
     /// Memory tier bytes and entries (metrics).
     pub fn memory_usage(&self) -> (u64, u64) {
         (self.0.memory.weighted_size(), self.0.memory.entry_count())
+    }
+
+    /// Defaults rendered at start-up, for when nothing else can be served.
+    pub fn fallback(&self) -> &super::fallback::Fallback {
+        &self.0.fallback
+    }
+
+    /// The generated default for a request (or its `d=404` answer), ignoring uploads and
+    /// upstreams: what `/avatar` serves when [`Self::serve`] failed.
+    pub async fn default_for(
+        &self,
+        rkey: &RenditionKey,
+    ) -> Result<Arc<Rendition>, Arc<ResolveError>> {
+        let user_key = UserKey::parse(&rkey.key);
+        let (rendition, _) = self
+            .default_rendition(rkey, user_key.as_ref(), None)
+            .await?;
+        Ok(Arc::new(rendition))
     }
 
     /// The allow-list.
@@ -265,14 +286,22 @@ impl Avatars {
     ) -> Option<(Rendition, CacheStatus)> {
         let mut copy = self.source(url).await?;
         let variant = match self.upstream_variant(&copy, rkey).await {
-            Ok(v) => v,
-            Err(_) if copy.bytes.is_none() => {
+            Err(e) if copy.bytes.is_none() && !matches!(*e, ResolveError::Imaging(_)) => {
                 // The copy on disk vanished or failed its integrity check: fetch it again.
                 copy = self.fetch_shared(url, None).await.ok()?;
-                self.upstream_variant(&copy, rkey).await.ok()?
+                self.upstream_variant(&copy, rkey).await
             }
+            other => other,
+        };
+        let variant = match variant {
+            Ok(v) => v,
             Err(e) => {
-                tracing::warn!(error = %e, "upstream avatar could not be processed; serving the default");
+                // -- issue 7: undecodable bytes are remembered like a 404, reported once --
+                if let ResolveError::Imaging(error) = &*e {
+                    self.remember_undecodable(url, error).await;
+                } else {
+                    tracing::warn!(error = %e, "upstream avatar could not be processed; serving the default");
+                }
                 return None;
             }
         };
@@ -345,6 +374,22 @@ impl Avatars {
                     Err(FetchFailure::Failed(_)) => Some(copy(CacheStatus::Stale)),
                 }
             }
+        }
+    }
+
+    /// Bytes that sniffed and probed as an image but cannot be decoded: forget the copy and
+    /// remember the URL like a 404 (for the negative TTL), so other sizes and formats do not
+    /// download it again; the fetcher reports it (rate-limited).
+    async fn remember_undecodable(&self, url: &str, error: &imaging::ImagingError) {
+        let until = self
+            .0
+            .clock
+            .now_millis()
+            .saturating_add(millis(self.0.settings.negative_ttl));
+        self.0.negative.insert(Arc::from(url), until);
+        self.0.disk.remove(&source_key(url)).await;
+        if let Ok(parsed) = url::Url::parse(url) {
+            self.0.fetcher.report_undecodable(&parsed, error);
         }
     }
 
@@ -776,6 +821,7 @@ impl Avatars {
             }
             self.0.disk.remove(&skey).await;
             self.0.negative.invalidate(url.as_str());
+            self.0.fetcher.forget_failures(&url);
         }
         self.forget(key);
         Ok(())

@@ -13,9 +13,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::app::AppState;
+use crate::avatars::fallback;
 use crate::avatars::rendition::etag_matches;
 use crate::avatars::request::{negotiate, split_extension};
-use crate::avatars::{AvatarQuery, CacheStatus, Rendition, RenditionKey};
+use crate::avatars::{AvatarQuery, CacheStatus, Rendition, RenditionKey, SourceKind};
 use crate::error::ApiError;
 
 /// Routes of this module.
@@ -49,13 +50,28 @@ async fn avatar(
     );
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let (format, negotiated) = negotiate(extension, accept);
-    let rkey = RenditionKey::new(key, query.size, format, query.default, query.force_default);
-    let response = match state.avatars.serve(rkey).await {
+    let rkey = || RenditionKey::new(key, query.size, format, query.default, query.force_default);
+    let response = match state.avatars.serve(rkey()).await {
         Ok((rendition, status)) => respond(&rendition, status, &query, negotiated, headers),
+        // -- issue 7: an <img> gets an image whatever happened inside (d=404 keeps its 404) --
         Err(e) => {
-            tracing::error!(error = %e, "no image could be produced");
-            ApiError::unavailable("avatar-unavailable", "the avatar could not be produced")
-                .into_response()
+            let budget = state.settings.server.fallback_timeout;
+            match fallback::rescue(&state.avatars, &rkey(), budget).await {
+                Some(rendition) => {
+                    // Counted, not logged per request: upstream trouble has its own warnings.
+                    metrics::counter!("avatar_fallback_served_total").increment(1);
+                    tracing::debug!(error = %e, "avatar not resolved; serving a default");
+                    let mut response =
+                        respond(&rendition, CacheStatus::Miss, &query, negotiated, headers);
+                    response.headers_mut().insert(header::CACHE_CONTROL, SHORT);
+                    response
+                }
+                None => {
+                    tracing::error!(error = %e, "no image could be produced");
+                    ApiError::unavailable("avatar-unavailable", "the avatar could not be produced")
+                        .into_response()
+                }
+            }
         }
     };
     state
@@ -91,7 +107,9 @@ fn respond(
         h.insert(header::LAST_MODIFIED, lm.clone());
     }
     let current = matches!((&query.version, &r.version), (Some(asked), Some(have)) if asked.as_str() == &**have);
-    let cache_control = if r.status != StatusCode::OK {
+    // A generated default stands in for an avatar that is missing or failing right now (issue 7):
+    // browsers ask again soon, so the real one shows once the upstream recovers.
+    let cache_control = if r.status != StatusCode::OK || r.source == SourceKind::Default {
         SHORT
     } else if current {
         IMMUTABLE

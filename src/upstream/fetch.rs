@@ -4,7 +4,13 @@
 //! allow-list and the address rules, and the credential is only attached on the original origin.
 //! The body is read chunk by chunk under a byte cap, then sniffed and probed (dimensions) before
 //! anyone may cache it. Sign-in pages in any disguise (203, HTML, a redirect to a login page,
-//! 401/403) are authentication failures: counted, logged once per upstream, never cached.
+//! 401/403) are authentication failures: counted, reported, never cached.
+//!
+//! Around each request: [`Health`] refuses at once while an upstream backs off (`Retry-After`,
+//! failures in a row) or a URL failed recently, [`Slots`] bounds requests in flight overall and
+//! per upstream (with a queue timeout), and [`Reporter`] turns failures into rate-limited
+//! warnings. `Content-Encoding: gzip | deflate | br` is decoded by the client; the byte cap
+//! applies to the decoded bytes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,11 +18,15 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap};
-use tokio::sync::Semaphore;
-use url::{Host, Url};
+use url::Url;
 
-use super::guard::{BlockedAddress, PublicOnlyResolver, is_public};
-use super::{Upstream, Upstreams};
+use super::guard::{BlockedAddress, PublicOnlyResolver, refuses_literal};
+use super::health::{Health, parse_retry_after};
+use super::limits::Slots;
+use super::redirect::{Chain, Hop, follow_location};
+use super::report::{Reporter, Trouble};
+use super::{FetchSettings, Upstream, Upstreams};
+use crate::clock::Clock;
 use crate::imaging::{self, ImageKind};
 
 /// Redirect hops followed at most.
@@ -87,6 +97,17 @@ pub enum UpstreamError {
     /// Any other unexpected status.
     #[error("upstream answered HTTP {0}")]
     Status(u16),
+    /// `429 Too Many Requests` or `503 Service Unavailable`, with the `Retry-After` it sent
+    /// (RFC 9110 §10.2.3), if any.
+    #[error("upstream throttled us{}", .0.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default())]
+    Throttled(Option<Duration>),
+    /// Not asked: the upstream is backing off (throttled or failing), or this URL failed
+    /// recently. No request was made.
+    #[error("upstream backing off; not asked")]
+    CoolingDown,
+    /// No download slot freed up within the queue timeout. No request was made.
+    #[error("no download slot within the queue timeout")]
+    NoSlot,
     /// `304 Not Modified` to a request that sent no validators: nothing it could refer to
     /// (RFC 9110 §15.4.5 allows 304 only for a conditional GET).
     #[error("upstream answered 304 to an unconditional request")]
@@ -119,6 +140,9 @@ impl UpstreamError {
             Self::BlockedAddress => "blocked_address",
             Self::AuthFailure(_) => "auth_failure",
             Self::Status(_) | Self::UnsolicitedNotModified => "http_error",
+            Self::Throttled(_) => "throttled",
+            Self::CoolingDown => "backoff",
+            Self::NoSlot => "no_slot",
             Self::TooManyRedirects => "too_many_redirects",
             Self::TooLarge(_) => "too_large",
             Self::NotAnImage => "not_an_image",
@@ -148,39 +172,55 @@ pub struct Fetcher {
     upstreams: Upstreams,
     /// Resolves through [`PublicOnlyResolver`]: the default for every upstream.
     public: reqwest::Client,
-    /// Plain resolver, for upstreams marked `allow_private`.
+    /// Plain resolver, only for redirect chains that stay on `allow_private` upstreams.
     private: reqwest::Client,
-    /// Bounds upstream requests in flight (`AVATAR_CACHE_MAX_CONCURRENT_DOWNLOADS`).
-    permits: Arc<Semaphore>,
+    /// Download slots, global and per upstream, with a queue timeout.
+    slots: Slots,
+    /// Backoff state per upstream and per failed URL.
+    health: Health,
+    /// Rate-limited operator warnings.
+    reporter: Reporter,
+    clock: Arc<dyn Clock>,
     max_bytes: usize,
     limits: imaging::Limits,
 }
 
 impl Fetcher {
-    /// Build the HTTP clients.
+    /// Build the HTTP clients (decoding `gzip`, `deflate` and `br` bodies) and the state kept
+    /// per upstream; backoff deadlines and warning intervals follow `clock`.
     pub fn new(
         upstreams: Upstreams,
-        timeout: Duration,
-        connect_timeout: Duration,
-        concurrency: usize,
-        max_bytes: usize,
-        limits: imaging::Limits,
+        settings: FetchSettings,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, reqwest::Error> {
         let builder = || {
             reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
-                .timeout(timeout)
-                .connect_timeout(connect_timeout)
+                .timeout(settings.timeout)
+                .connect_timeout(settings.connect_timeout)
                 .no_proxy()
+                .gzip(true)
+                .deflate(true)
+                .brotli(true)
                 .user_agent(concat!("avatar-proxy/", env!("CARGO_PKG_VERSION")))
         };
+        let slots = Slots::new(
+            settings.max_concurrent,
+            upstreams
+                .iter()
+                .map(|u| (u.name.as_str(), u.max_concurrent)),
+            settings.queue_timeout,
+        );
         Ok(Self {
-            upstreams,
             public: builder().dns_resolver(PublicOnlyResolver).build()?,
             private: builder().build()?,
-            permits: Arc::new(Semaphore::new(concurrency)),
-            max_bytes,
-            limits,
+            slots,
+            health: Health::new(clock.clone(), settings.backoff),
+            reporter: Reporter::new(clock.clone(), settings.warn_interval),
+            clock,
+            upstreams,
+            max_bytes: settings.max_bytes,
+            limits: settings.limits,
         })
     }
 
@@ -199,13 +239,15 @@ impl Fetcher {
             metrics::counter!("avatar_upstream_requests_total", "upstream" => "none", "outcome" => "not_allowed").increment(1);
             return Err(UpstreamError::NotAllowed);
         };
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| UpstreamError::Network("shutting down".into()))?;
         let started = Instant::now();
-        let result = self.fetch_hops(&origin, url, validators).await;
+        let result = match self.health.admit(&origin.name, url.as_str()) {
+            Err(e) => Err(e),
+            Ok(()) => match self.slots.acquire(&origin.name).await {
+                Err(e) => Err(e),
+                Ok(_slot) => self.fetch_hops(&origin, url, validators).await,
+            },
+        };
+        self.health.record(&origin.name, url.as_str(), &result);
         let outcome = match &result {
             Ok(FetchOutcome::Fetched(_)) => "fetched",
             Ok(FetchOutcome::NotModified(_)) => "not_modified",
@@ -214,16 +256,37 @@ impl Fetcher {
         };
         let name = origin.name.clone();
         metrics::counter!("avatar_upstream_requests_total", "upstream" => name.clone(), "outcome" => outcome).increment(1);
-        metrics::histogram!("avatar_upstream_request_duration_seconds", "upstream" => name.clone())
-            .record(started.elapsed().as_secs_f64());
-        match &result {
-            Err(UpstreamError::AuthFailure(reason)) if origin.first_auth_failure() => {
-                tracing::warn!(upstream = %name, reason, "upstream authentication failed; check its credential (further failures are only counted)");
+        if !matches!(result, Err(UpstreamError::CoolingDown)) {
+            // Includes the wait for a slot: what a caller waited for this upstream.
+            metrics::histogram!("avatar_upstream_request_duration_seconds", "upstream" => name.clone())
+                .record(started.elapsed().as_secs_f64());
+        }
+        if let Err(e) = &result {
+            match Trouble::of(e) {
+                Some(kind) => {
+                    self.reporter.report(&name, kind, e);
+                }
+                None => tracing::debug!(upstream = %name, error = %e, "upstream not asked"),
             }
-            Err(e) => tracing::debug!(upstream = %name, error = %e, "upstream fetch failed"),
-            Ok(_) => {}
         }
         result
+    }
+
+    /// Bytes of `url` fetched fine but could not be decoded into an image: reported like any
+    /// other upstream trouble (the caller remembers the URL like a 404).
+    pub fn report_undecodable(&self, url: &Url, error: &dyn std::fmt::Display) {
+        let name = self
+            .upstreams
+            .for_url(url)
+            .map_or("none", |u| u.name.as_str());
+        metrics::counter!("avatar_upstream_undecodable_total", "upstream" => name.to_owned())
+            .increment(1);
+        self.reporter.report(name, Trouble::Undecodable, error);
+    }
+
+    /// Forget the failure memory of `url` (purges).
+    pub fn forget_failures(&self, url: &str) {
+        self.health.forget_url(url);
     }
 
     async fn fetch_hops(
@@ -233,6 +296,7 @@ impl Fetcher {
         validators: Option<&Validators>,
     ) -> Result<FetchOutcome, UpstreamError> {
         let mut current = url.clone();
+        let mut chain = Chain::new(url, origin);
         for hop in 0..=MAX_REDIRECTS {
             let upstream = if hop == 0 {
                 origin.clone()
@@ -242,21 +306,17 @@ impl Fetcher {
                     .cloned()
                     .ok_or(UpstreamError::NotAllowed)?
             };
-            if !upstream.allow_private && literal_ip_refused(&current) {
+            let Hop { on_origin, private } = chain.hop(&current, &upstream);
+            if !private && refuses_literal(&current) {
                 return Err(UpstreamError::BlockedAddress);
             }
-            let client = if upstream.allow_private {
-                &self.private
-            } else {
-                &self.public
-            };
+            let client = if private { &self.private } else { &self.public };
             let mut request = client.get(current.clone()).header(
                 header::ACCEPT,
                 "image/webp,image/png,image/jpeg,image/gif;q=0.9,*/*;q=0.1",
             );
-            let same_origin = current.origin() == url.origin();
-            let conditional = same_origin && validators.is_some_and(|v| !v.is_empty());
-            if same_origin {
+            let conditional = on_origin && validators.is_some_and(|v| !v.is_empty());
+            if on_origin {
                 request = origin.credential.apply(request);
                 if let Some(v) = validators {
                     if let Some(etag) = &v.etag {
@@ -269,12 +329,20 @@ impl Fetcher {
             }
             let response = request.send().await.map_err(UpstreamError::from_reqwest)?;
             let status = response.status();
+            if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
+            {
+                let now = self.clock.now_millis();
+                let after = response
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(|v| parse_retry_after(v.as_bytes(), now));
+                return Err(UpstreamError::Throttled(after));
+            }
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
                 let next = response
                     .headers()
                     .get(header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|loc| current.join(loc).ok())
+                    .and_then(|v| follow_location(&current, v.as_bytes()))
                     .ok_or(UpstreamError::Status(status.as_u16()))?;
                 if looks_like_sign_in(&next) {
                     return Err(UpstreamError::AuthFailure("redirect to a sign-in page"));
@@ -352,15 +420,6 @@ impl Fetcher {
             kind,
             validators,
         })
-    }
-}
-
-/// An IP literal that the address rules refuse (DNS is not consulted for literals).
-fn literal_ip_refused(url: &Url) -> bool {
-    match url.host() {
-        Some(Host::Ipv4(ip)) => !is_public(ip.into()),
-        Some(Host::Ipv6(ip)) => !is_public(ip.into()),
-        _ => false,
     }
 }
 

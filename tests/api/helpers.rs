@@ -209,6 +209,12 @@ pub enum Behaviour {
     Svg,
     /// `304 Not Modified` with no headers, to every request, conditional or not.
     NotModifiedAlways,
+    /// This status (429, 503, ...) with this `Retry-After`, if any.
+    Throttled(u16, Option<String>),
+    /// A body already encoded, sent with `Content-Encoding` (`gzip`, `deflate`, `br`).
+    Encoded(Bytes, &'static str),
+    /// A redirect whose `Location` is these raw bytes (UTF-8 or not, unescaped).
+    RawRedirect(Vec<u8>),
 }
 
 #[derive(Default)]
@@ -361,6 +367,32 @@ async fn serve(
         )
             .into_response(),
         Behaviour::NotModifiedAlways => StatusCode::NOT_MODIFIED.into_response(),
+        Behaviour::Throttled(code, retry_after) => {
+            let mut response = StatusCode::from_u16(code).expect("status").into_response();
+            if let Some(after) = retry_after {
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_str(&after).expect("header"),
+                );
+            }
+            response
+        }
+        Behaviour::Encoded(body, encoding) => (
+            [
+                (header::CONTENT_TYPE, "image/jpeg"),
+                (header::CONTENT_ENCODING, encoding),
+            ],
+            body,
+        )
+            .into_response(),
+        Behaviour::RawRedirect(location) => {
+            let mut response = StatusCode::FOUND.into_response();
+            response.headers_mut().insert(
+                header::LOCATION,
+                HeaderValue::from_bytes(&location).expect("obs-text is a valid header value"),
+            );
+            response
+        }
         Behaviour::Svg => (
             [(header::CONTENT_TYPE, "image/svg+xml")],
             r#"<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>"#,
@@ -439,4 +471,69 @@ pub async fn metric(app: &TestApp, name: &str, label_filter: &str) -> f64 {
         .filter(|l| l.starts_with(name) && l.contains(label_filter))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// A TCP listener that accepts connections and never answers: a hung upstream.
+pub struct HungUpstream {
+    pub addr: SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl HungUpstream {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Keep it open, say nothing.
+                held.push(socket);
+            }
+        });
+        Self { addr, accepted }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}/{}", self.addr, path.trim_start_matches('/'))
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Settings for a loopback upstream without a credential.
+pub fn public_upstream_env(name: &str, addr: SocketAddr) -> Vec<(&'static str, String)> {
+    let prefix = format!("AVATAR_UPSTREAM_{name}");
+    vec![
+        (leak(format!("{prefix}_HOSTS")), addr.to_string()),
+        (leak(format!("{prefix}_ALLOW_HTTP")), "true".into()),
+        (leak(format!("{prefix}_ALLOW_PRIVATE")), "true".into()),
+    ]
+}
+
+/// Poll `/metrics` (bounded) until `name` filtered by `labels` reaches `at_least`.
+pub async fn wait_for_metric(app: &TestApp, name: &str, labels: &str, at_least: f64) {
+    for _ in 0..500 {
+        if metric(app, name, labels).await >= at_least {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{name}{{{labels}}} never reached {at_least}");
+}
+
+/// The value of a response header, or "" when absent.
+pub fn header_of(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
 }

@@ -11,4 +11,7 @@ mod identities;
 mod ops;
 mod serving;
 mod upload_flows;
+mod upstream_backoff;
 mod upstream_faults;
+mod upstream_generated;
+mod upstream_protocol;

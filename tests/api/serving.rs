@@ -47,7 +47,7 @@ async fn other_sizes_and_formats_derive_from_one_upstream_copy() {
         ("s=20", 32),
         ("s=64", 64),
         ("size=300", 512),
-        ("s=5000", 128),
+        ("s=5000", 512),
         ("s=abc", 128),
     ] {
         let r = app.get(&format!("/avatar/{key}?{query}")).await;

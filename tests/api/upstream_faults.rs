@@ -28,7 +28,8 @@ async fn every_upstream_fault_ends_in_a_default_image() {
     let upstream = FakeUpstream::start().await;
     let mut env = upstream_env("IDP", upstream.addr);
     env.push(("AVATAR_MAX_IMAGE_BYTES", (1024 * 1024).to_string()));
-    env.push(("AVATAR_UPSTREAM_TIMEOUT", "1s".into()));
+    // Long enough for every case on a loaded machine, shorter than the slow case.
+    env.push(("AVATAR_UPSTREAM_TIMEOUT", "3s".into()));
     let app = spawn_app(&env).await;
     let cases = [
         ("faults/500.jpg", Behaviour::Status(500)),
