@@ -33,6 +33,7 @@ pub mod fsutil;
 pub mod imaging;
 pub mod jobs;
 pub mod keys;
+pub mod ratelimit;
 pub mod repo;
 pub mod routes;
 pub mod store;
