@@ -12,6 +12,8 @@
 //!        ─▶ decode           JPEG: DCT-scaled (1/2, 1/4, 1/8) to the smallest scale that still covers the
 //!                            largest variant, CMYK/YCCK/grey handled; PNG/GIF (first frame)/WebP via `image`
 //!                            under `image::Limits`. Third-party decoders run under catch_unwind.
+//!        ─▶ colour           embedded ICC profile (JPEG APP2, PNG iCCP, WebP ICCP) applied: samples become
+//!                            sRGB (moxcms); untagged images are taken as sRGB, as browsers do
 //!        ─▶ resize           crop rectangle mapped back into the decoder's (un-rotated) pixels, Lanczos3 with
 //!                            premultiplied alpha (fast_image_resize) straight to size², then the small
 //!                            square is rotated upright (cheaper than rotating the big source)
@@ -28,6 +30,7 @@
 
 pub mod defaults;
 
+mod colour;
 mod decode;
 mod encode;
 mod exif;

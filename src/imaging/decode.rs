@@ -17,6 +17,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use image::{DynamicImage, ImageDecoder};
 use jpeg_decoder::{CodingProcess, PixelFormat};
 
+use crate::imaging::colour::{self, Samples};
 use crate::imaging::{Crop, ImageKind, ImagingError, Limits, Probe};
 
 /// Pixel layout of a decoded or resized buffer.
@@ -168,7 +169,8 @@ fn decode_jpeg(
             .info()
             .ok_or_else(|| ImagingError::Corrupt("JPEG without a frame header".into()))?;
         let (width, height) = (u32::from(info.width), u32::from(info.height));
-        let pixels = to_rgb(data, info.pixel_format, width, height)?;
+        let samples = jpeg_samples(data, info.pixel_format, width, height)?;
+        let (channels, pixels) = colour::to_srgb(samples, decoder.icc_profile().as_deref())?;
         let denominator = [1, 2, 4, 8]
             .into_iter()
             .find(|d| full_width.div_ceil(*d) == width && full_height.div_ceil(*d) == height)
@@ -183,7 +185,7 @@ fn decode_jpeg(
         Ok(Source {
             width,
             height,
-            channels: Channels::Rgb,
+            channels,
             pixels,
             rect: scaled_rect(raw_rect, scale, scale),
             denominator,
@@ -192,13 +194,13 @@ fn decode_jpeg(
     })
 }
 
-/// Converts jpeg-decoder's output to RGB.
-fn to_rgb(
+/// Wraps jpeg-decoder's output as [`Samples`] for colour conversion.
+fn jpeg_samples(
     data: Vec<u8>,
     format: PixelFormat,
     width: u32,
     height: u32,
-) -> Result<Vec<u8>, ImagingError> {
+) -> Result<Samples, ImagingError> {
     let pixels = width as usize * height as usize;
     if data.len() != pixels * format.pixel_bytes() {
         return Err(ImagingError::Corrupt(format!(
@@ -207,8 +209,8 @@ fn to_rgb(
         )));
     }
     Ok(match format {
-        PixelFormat::RGB24 => data,
-        PixelFormat::L8 => data.iter().flat_map(|&l| [l, l, l]).collect(),
+        PixelFormat::RGB24 => Samples::Rgb(data),
+        PixelFormat::L8 => Samples::Grey(data),
         PixelFormat::L16 => {
             // Lossless JPEG with 9 to 16 bits: native-endian samples of unknown precision;
             // scale by the smallest bit depth that holds the largest sample.
@@ -218,22 +220,10 @@ fn to_rgb(
                 .collect();
             let max = samples.iter().copied().max().unwrap_or(0);
             let bits = (16 - max.leading_zeros()).max(8);
-            samples
-                .iter()
-                .flat_map(|&s| {
-                    let l = (s >> (bits - 8)) as u8;
-                    [l, l, l]
-                })
-                .collect()
+            Samples::Grey(samples.iter().map(|&s| (s >> (bits - 8)) as u8).collect())
         }
-        PixelFormat::CMYK32 => {
-            // jpeg-decoder undoes Adobe's inversion (and YCCK), so these are ink amounts:
-            // 0 = no ink.
-            let mul = |a: u8, b: u8| ((255 - u32::from(a)) * (255 - u32::from(b)) / 255) as u8;
-            data.chunks_exact(4)
-                .flat_map(|p| [mul(p[0], p[3]), mul(p[1], p[3]), mul(p[2], p[3])])
-                .collect()
-        }
+        // jpeg-decoder undoes Adobe's inversion (and YCCK), so these are ink amounts.
+        PixelFormat::CMYK32 => Samples::Cmyk(data),
     })
 }
 
@@ -252,13 +242,15 @@ fn decode_with_image(
         image::ImageError::Limits(_) => ImagingError::TooLarge { width, height },
         other => ImagingError::Corrupt(other.to_string()),
     };
-    let image = guarded("image", || {
+    let (image, icc) = guarded("image", || {
         fn load(
             mut decoder: impl ImageDecoder,
             limits: image::Limits,
-        ) -> image::ImageResult<DynamicImage> {
+        ) -> image::ImageResult<(DynamicImage, Option<Vec<u8>>)> {
             decoder.set_limits(limits)?;
-            DynamicImage::from_decoder(decoder)
+            // A profile that cannot be read is no reason to refuse the pixels.
+            let icc = decoder.icc_profile().ok().flatten();
+            Ok((DynamicImage::from_decoder(decoder)?, icc))
         }
         let cursor = Cursor::new(bytes);
         match kind {
@@ -283,12 +275,19 @@ fn decode_with_image(
         .map_err(failed)
     })?;
     let (width, height) = (image.width(), image.height());
-    let (channels, pixels) = match image {
-        DynamicImage::ImageRgb8(buffer) => (Channels::Rgb, buffer.into_raw()),
-        DynamicImage::ImageRgba8(buffer) => (Channels::Rgba, buffer.into_raw()),
-        other if other.color().has_alpha() => (Channels::Rgba, other.into_rgba8().into_raw()),
-        other => (Channels::Rgb, other.into_rgb8().into_raw()),
+    let samples = match image {
+        DynamicImage::ImageRgb8(buffer) => Samples::Rgb(buffer.into_raw()),
+        DynamicImage::ImageRgba8(buffer) => Samples::Rgba(buffer.into_raw()),
+        DynamicImage::ImageLuma8(buffer) => Samples::Grey(buffer.into_raw()),
+        DynamicImage::ImageLumaA8(buffer) => Samples::GreyAlpha(buffer.into_raw()),
+        other => match (other.color().has_color(), other.color().has_alpha()) {
+            (true, true) => Samples::Rgba(other.into_rgba8().into_raw()),
+            (true, false) => Samples::Rgb(other.into_rgb8().into_raw()),
+            (false, true) => Samples::GreyAlpha(other.into_luma_alpha8().into_raw()),
+            (false, false) => Samples::Grey(other.into_luma8().into_raw()),
+        },
     };
+    let (channels, pixels) = colour::to_srgb(samples, icc.as_deref())?;
     Ok((width, height, channels, pixels))
 }
 

@@ -343,3 +343,38 @@ impl BitWriter {
         self.out
     }
 }
+
+/// A file from `tests/fixtures/imaging/` (real-world cases and files made with ImageMagick;
+/// see the README there).
+pub fn file(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/imaging")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The ICC profile embedded in a PNG.
+pub fn png_icc(png: &[u8]) -> Vec<u8> {
+    use image::ImageDecoder;
+    image::codecs::png::PngDecoder::new(std::io::Cursor::new(png))
+        .expect("png")
+        .icc_profile()
+        .expect("icc")
+        .expect("profile present")
+}
+
+/// A 64x64 lossless WebP of four flat quadrants (`colours` in reading order) carrying `icc`
+/// in an `ICCP` chunk.
+pub fn webp_with_icc(colours: [[u8; 3]; 4], icc: Vec<u8>) -> Vec<u8> {
+    let px: Vec<u8> = (0..64u32)
+        .flat_map(|y| (0..64u32).map(move |x| (x / 32 + 2 * (y / 32)) as usize))
+        .flat_map(|q| colours[q])
+        .collect();
+    let mut out = Vec::new();
+    let mut encoder = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
+    encoder.set_icc_profile(icc).expect("webp takes a profile");
+    encoder
+        .write_image(&px, 64, 64, image::ExtendedColorType::Rgb8)
+        .expect("encode fixture");
+    out
+}
