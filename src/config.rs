@@ -199,6 +199,10 @@ pub struct ImageSettings {
     pub max_image_bytes: usize,
     /// Largest decoded image in pixels (`AVATAR_MAX_PIXELS`).
     pub max_pixels: u64,
+    /// Most scans accepted in a (progressive) JPEG (`AVATAR_MAX_JPEG_SCANS`).
+    pub max_jpeg_scans: u32,
+    /// Largest estimated decode memory for one image, in bytes (`AVATAR_MAX_DECODE_BYTES`).
+    pub max_decode_bytes: u64,
     /// Images processed at once; 0 = CPU cores (`AVATAR_IMAGE_WORKERS`).
     pub workers: usize,
 }
@@ -374,6 +378,12 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         Kind::Int,
     ),
     ("AVATAR_MAX_PIXELS", "images.max_pixels", Kind::Int),
+    ("AVATAR_MAX_JPEG_SCANS", "images.max_jpeg_scans", Kind::Int),
+    (
+        "AVATAR_MAX_DECODE_BYTES",
+        "images.max_decode_bytes",
+        Kind::Int,
+    ),
     ("AVATAR_IMAGE_WORKERS", "images.workers", Kind::Int),
     ("AVATAR_UPSTREAM_TIMEOUT", "upstream.timeout", Kind::Str),
     (

@@ -30,10 +30,12 @@
 
 pub mod defaults;
 
+mod budget;
 mod colour;
 mod decode;
 mod encode;
 mod exif;
+mod jpeg;
 mod probe;
 mod resize;
 
@@ -165,6 +167,13 @@ pub struct Limits {
     pub max_pixels: u64,
     /// Largest accepted width or height of the source (default 16384).
     pub max_side: u32,
+    /// Most scans (`SOS` markers) accepted in a JPEG (default 64). Each scan of a progressive
+    /// JPEG is one more pass over all its coefficients; real encoders write about 10.
+    pub max_jpeg_scans: u32,
+    /// Largest estimated decode memory for one image, in bytes (default 256 MiB): pixel
+    /// buffers at the bit depth and DCT scale used, plus a progressive JPEG's coefficients.
+    /// See [`decode_estimate`].
+    pub max_decode_bytes: u64,
 }
 
 impl Default for Limits {
@@ -172,6 +181,8 @@ impl Default for Limits {
         Limits {
             max_pixels: 50_000_000,
             max_side: 16_384,
+            max_jpeg_scans: 64,
+            max_decode_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -276,6 +287,10 @@ pub enum ImagingError {
     /// Truncated, malformed or otherwise undecodable.
     #[error("image is corrupt: {0}")]
     Corrupt(String),
+    /// Decoding would take more work or memory than [`Limits`] allow: a progressive JPEG
+    /// with more scans than `max_jpeg_scans`, or a decode estimated over `max_decode_bytes`.
+    #[error("image is too complex to decode: {0}")]
+    TooComplex(String),
     /// The crop is empty, overflows, or lies (partly) outside the image.
     #[error("invalid crop: {0}")]
     InvalidCrop(String),
@@ -296,6 +311,7 @@ impl ImagingError {
             ImagingError::Unsupported
             | ImagingError::TooLarge { .. }
             | ImagingError::Corrupt(_)
+            | ImagingError::TooComplex(_)
             | ImagingError::InvalidCrop(_) => true,
             ImagingError::InvalidRequest(_) | ImagingError::Encode(_) => false,
         }
@@ -307,6 +323,7 @@ impl ImagingError {
             ImagingError::Unsupported => "unsupported-image",
             ImagingError::TooLarge { .. } => "image-too-large",
             ImagingError::Corrupt(_) => "corrupt-image",
+            ImagingError::TooComplex(_) => "image-too-complex",
             ImagingError::InvalidCrop(_) => "invalid-crop",
             ImagingError::InvalidRequest(_) => "invalid-render-request",
             ImagingError::Encode(_) => "encode-failed",
@@ -328,19 +345,21 @@ pub fn render(
     formats: &[Preferred],
 ) -> Result<Rendered, ImagingError> {
     check_request(sizes, formats)?;
-    let inspected = probe::inspect(bytes, limits)?;
+    let plan = plan(bytes, limits, crop, sizes)?;
+    if plan.estimate > limits.max_decode_bytes {
+        return Err(ImagingError::TooComplex(format!(
+            "decoding needs about {} MiB; at most {} MiB is allowed",
+            plan.estimate.div_ceil(1 << 20),
+            limits.max_decode_bytes >> 20
+        )));
+    }
+    let Plan {
+        inspected,
+        orientation,
+        raw_rect,
+        ..
+    } = plan;
     let probe = inspected.probe;
-    let crop = match crop {
-        Some(crop) => {
-            validate_crop(&crop, &probe)?;
-            crop
-        }
-        None => resize::centred_square(probe.width, probe.height),
-    };
-    let square = resize::square_within(crop);
-    let orientation = resize::Orientation::from_exif(probe.orientation);
-    let (raw_width, raw_height) = orientation.raw_size(probe.width, probe.height);
-    let raw_rect = orientation.rect_to_raw(square, raw_width, raw_height);
     let largest = sizes.iter().copied().max().unwrap_or(1);
 
     let source = decode::decode(bytes, &probe, limits, raw_rect, largest)?;
@@ -379,6 +398,61 @@ pub fn render(
             orientation: probe.orientation,
         },
         has_alpha,
+    })
+}
+
+/// The peak memory, in bytes, that [`render`] would need for these arguments, estimated from
+/// the headers alone (see the `budget` module: decode buffers at the bit depth and JPEG DCT
+/// scale used, a progressive JPEG's full-resolution coefficients, colour-conversion and crop
+/// copies, the output squares).
+///
+/// [`render`] refuses an image whose estimate exceeds [`Limits::max_decode_bytes`]; a caller
+/// running several renders at once can also bound their total by this figure (for example
+/// with a semaphore of bytes). Errors are those of the probe and the crop check.
+pub fn decode_estimate(
+    bytes: &[u8],
+    limits: &Limits,
+    crop: Option<Crop>,
+    sizes: &[u32],
+) -> Result<u64, ImagingError> {
+    check_size(sizes.iter().copied())?;
+    plan(bytes, limits, crop, sizes).map(|plan| plan.estimate)
+}
+
+/// What the headers decide before decoding.
+struct Plan {
+    inspected: probe::Inspected,
+    orientation: resize::Orientation,
+    /// The square crop in stored (un-rotated) pixels.
+    raw_rect: Crop,
+    estimate: u64,
+}
+
+fn plan(
+    bytes: &[u8],
+    limits: &Limits,
+    crop: Option<Crop>,
+    sizes: &[u32],
+) -> Result<Plan, ImagingError> {
+    let inspected = probe::inspect(bytes, limits)?;
+    let probe = inspected.probe;
+    let crop = match crop {
+        Some(crop) => {
+            validate_crop(&crop, &probe)?;
+            crop
+        }
+        None => resize::centred_square(probe.width, probe.height),
+    };
+    let square = resize::square_within(crop);
+    let orientation = resize::Orientation::from_exif(probe.orientation);
+    let (raw_width, raw_height) = orientation.raw_size(probe.width, probe.height);
+    let raw_rect = orientation.rect_to_raw(square, raw_width, raw_height);
+    let estimate = budget::estimate(bytes, &probe, raw_rect, sizes);
+    Ok(Plan {
+        inspected,
+        orientation,
+        raw_rect,
+        estimate,
     })
 }
 
@@ -695,12 +769,20 @@ mod tests {
         let limits = Limits::default();
         let formats = [Preferred::JpegOrPng];
         let jpeg = fixtures::jpeg_quadrants(128, 128);
+        // Cut anywhere: unsupported (no magic), corrupt (no image data yet) or, once a scan
+        // has started, the picture as far as the data goes.
+        let first_scan = jpeg
+            .windows(2)
+            .position(|w| w == [0xFF, 0xDA])
+            .expect("SOS");
         for keep in (0..jpeg.len()).step_by(97).chain([jpeg.len() - 2]) {
             let result = render(&jpeg[..keep], &limits, None, &[64], &formats);
             match result {
-                Err(ImagingError::Corrupt(_)) => {}
+                Err(ImagingError::Corrupt(_)) if keep <= first_scan + 20 => {}
                 Err(ImagingError::Unsupported) if keep < 3 => {}
-                other => panic!("truncated to {keep}: {other:?}"),
+                Ok(_) if keep > first_scan => {}
+                Err(e) => panic!("truncated to {keep}: {e:?}"),
+                Ok(_) => panic!("truncated to {keep}: rendered"),
             }
         }
         assert_eq!(
@@ -806,6 +888,7 @@ mod tests {
                 height: 1,
             },
             ImagingError::Corrupt("x".into()),
+            ImagingError::TooComplex("x".into()),
             ImagingError::InvalidCrop("x".into()),
         ];
         assert!(client.iter().all(ImagingError::is_client_fault));

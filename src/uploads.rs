@@ -265,9 +265,7 @@ impl Uploads {
         if body.len() as u64 > self.settings.max_bytes {
             return Err(too_large(self.settings.max_bytes));
         }
-        if let Some(t) = declared_type
-            && !t.is_empty()
-        {
+        if let Some(t) = declared_type.filter(|t| !says_nothing(t)) {
             normalise_type(t)?;
         }
         let kind = self.check_image(&body)?;
@@ -351,11 +349,11 @@ impl Uploads {
             ));
         }
         imaging::probe(body, &self.limits).map_err(|e| {
-            ApiError::client(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-image",
-                e.to_string(),
-            )
+            let code = match e {
+                imaging::ImagingError::TooComplex(_) => "image-too-complex",
+                _ => "invalid-image",
+            };
+            ApiError::client(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
         })?;
         Ok(kind)
     }
@@ -396,6 +394,14 @@ pub fn parse_crop(value: &Value) -> Result<Crop, ApiError> {
         width: raw.width,
         height: raw.height,
     })
+}
+
+/// A declared type that says nothing about the bytes: empty, or `application/octet-stream`
+/// (what curl and many HTTP libraries label a file part without a known extension). The
+/// bytes are sniffed either way; only a specific non-image claim is refused.
+fn says_nothing(declared: &str) -> bool {
+    let essence = declared.split(';').next().unwrap_or("").trim();
+    essence.is_empty() || essence.eq_ignore_ascii_case("application/octet-stream")
 }
 
 fn normalise_type(raw: &str) -> Result<&'static str, ApiError> {

@@ -18,6 +18,7 @@ use image::{DynamicImage, ImageDecoder};
 use jpeg_decoder::{CodingProcess, PixelFormat};
 
 use crate::imaging::colour::{self, Samples};
+use crate::imaging::jpeg;
 use crate::imaging::{Crop, ImageKind, ImagingError, Limits, Probe};
 
 /// Pixel layout of a decoded or resized buffer.
@@ -144,8 +145,11 @@ fn decode_jpeg(
     largest: u32,
 ) -> Result<Source, ImagingError> {
     let corrupt = |e: jpeg_decoder::Error| ImagingError::Corrupt(format!("JPEG: {e}"));
+    let structure = jpeg::walk(bytes);
+    structure.check_scans(limits.max_jpeg_scans)?;
+    let stream = structure.repaired(bytes);
     guarded("JPEG", || {
-        let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+        let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(&stream[..]));
         // Second line of defence behind the probe: 4 bytes a pixel covers CMYK.
         decoder.set_max_decoding_buffer_size(
             usize::try_from(limits.max_pixels.saturating_mul(4)).unwrap_or(usize::MAX),
@@ -376,17 +380,24 @@ mod tests {
     }
 
     #[test]
-    fn truncated_jpeg_is_corrupt_not_a_panic() {
+    fn a_truncated_jpeg_decodes_as_far_as_the_data_goes() {
         let jpeg = fixtures::jpeg_quadrants(256, 256);
         let limits = Limits::default();
         let probe = probe(&jpeg, &limits).expect("probe");
-        for keep in [jpeg.len() / 2, jpeg.len() - 10, 700] {
-            let result = decode(&jpeg[..keep], &probe, &limits, full(&probe), 64);
-            assert!(
-                matches!(result, Err(ImagingError::Corrupt(_))),
-                "kept {keep}: {result:?}"
-            );
+        let data = jpeg
+            .windows(2)
+            .position(|w| w == [0xFF, 0xDA])
+            .expect("SOS");
+        for keep in [jpeg.len() / 2, jpeg.len() - 10, jpeg.len() - 2] {
+            let source = decode(&jpeg[..keep], &probe, &limits, full(&probe), 256)
+                .unwrap_or_else(|e| panic!("kept {keep}: {e}"));
+            assert_eq!((source.width, source.height), (256, 256));
+            // The first rows arrived: the top-left quadrant is red.
+            assert!(fixtures::near(&source.pixels[..3], &fixtures::RED, 24));
         }
+        // Before any entropy-coded data there is nothing to show.
+        let result = decode(&jpeg[..data + 4], &probe, &limits, full(&probe), 64);
+        assert!(matches!(result, Err(ImagingError::Corrupt(_))));
     }
 
     #[test]

@@ -174,6 +174,24 @@ pub fn png_header_only(w: u32, h: u32) -> Vec<u8> {
     png
 }
 
+/// A PNG whose headers (`IHDR` with this bit depth and colour type, the start of `IDAT`) pass
+/// every header check but whose pixel data is a stub: decoding it fails as corrupt, so a
+/// test using it shows that a refusal came before decoding.
+pub fn png_headers(w: u32, h: u32, depth: u8, colour: u8) -> Vec<u8> {
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[depth, colour, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(png_chunk(b"IHDR", &ihdr));
+    // A zlib header and one empty stored block: valid, far too short.
+    png.extend(png_chunk(
+        b"IDAT",
+        &[0x78, 0x01, 0x00, 0x00, 0x00, 0xff, 0xff],
+    ));
+    png.extend(png_chunk(b"IEND", &[]));
+    png
+}
+
 /// `png` with an `eXIf` chunk carrying `orientation`, right after `IHDR`.
 pub fn png_with_exif(png: &[u8], orientation: u16) -> Vec<u8> {
     let after_ihdr = 8 + 25;
