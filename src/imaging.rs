@@ -738,6 +738,40 @@ mod tests {
     }
 
     #[test]
+    fn an_animated_gif_webp_or_apng_becomes_its_first_frame_composited_on_its_canvas() {
+        let limits = Limits::default();
+        let formats = [Preferred::JpegOrPng];
+        let red = [220, 20, 20];
+        for (name, bytes) in [
+            ("webp", fixtures::webp_animated()),
+            ("apng", fixtures::apng()),
+        ] {
+            let rendered = render(&bytes, &limits, None, &[32], &formats).expect(name);
+            assert!(!rendered.has_alpha, "{name}");
+            let img = decode_rgb(only(&rendered));
+            for (x, y) in [(2, 2), (16, 16), (29, 29)] {
+                let got = img.get_pixel(x, y).0;
+                assert!(near(&got, &red, 12), "{name} at ({x},{y}): {got:?}");
+            }
+        }
+        // The GIF's first frame covers only the middle of its canvas: the rest is transparent,
+        // as browsers show it, so the avatar keeps that transparency (PNG).
+        let rendered =
+            render(&fixtures::gif_animated(), &limits, None, &[64], &formats).expect("gif");
+        assert!(rendered.has_alpha);
+        assert_eq!(only(&rendered).format, OutputFormat::Png);
+        let img = image::load_from_memory(&only(&rendered).bytes)
+            .expect("png")
+            .to_rgba8();
+        let centre = img.get_pixel(32, 32).0;
+        assert!(
+            near(&centre[..3], &red, 12) && centre[3] == 255,
+            "{centre:?}"
+        );
+        assert_eq!(img.get_pixel(2, 2).0[3], 0, "outside the first frame");
+    }
+
+    #[test]
     fn grey_grey_alpha_and_16_bit_pngs_render() {
         use image::ExtendedColorType as C;
         let limits = Limits::default();

@@ -396,3 +396,52 @@ pub fn webp_with_icc(colours: [[u8; 3]; 4], icc: Vec<u8>) -> Vec<u8> {
         .expect("encode fixture");
     out
 }
+
+/// A 64x64 animated GIF: frame 1 is a 32x32 red square at (16, 16), the rest of the canvas
+/// left transparent; frame 2 is all blue.
+pub fn gif_animated() -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = gif::Encoder::new(&mut out, 64, 64, &[]).expect("gif");
+        let mut red = gif::Frame::from_rgba(32, 32, &mut [220, 20, 20, 255].repeat(32 * 32));
+        red.left = 16;
+        red.top = 16;
+        red.delay = 50;
+        encoder.write_frame(&red).expect("frame");
+        let mut blue = gif::Frame::from_rgba(64, 64, &mut [20, 20, 220, 255].repeat(64 * 64));
+        blue.delay = 50;
+        encoder.write_frame(&blue).expect("frame");
+    }
+    out
+}
+
+/// A 64x64 animated WebP (libwebp's animation encoder): red, then blue.
+pub fn webp_animated() -> Vec<u8> {
+    let config = webp::WebPConfig::new().expect("config");
+    let red = [220, 20, 20, 255].repeat(64 * 64);
+    let blue = [20, 20, 220, 255].repeat(64 * 64);
+    let mut encoder = webp::AnimEncoder::new(64, 64, &config);
+    encoder.add_frame(webp::AnimFrame::from_rgba(&red, 64, 64, 0));
+    encoder.add_frame(webp::AnimFrame::from_rgba(&blue, 64, 64, 500));
+    encoder.try_encode().expect("animated webp").to_vec()
+}
+
+/// A 64x64 APNG: the default image (also the first frame) red, the second frame blue.
+pub fn apng() -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, 64, 64);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.set_animated(2, 0).expect("animated");
+        let mut writer = encoder.write_header().expect("header");
+        writer
+            .write_image_data(&[220, 20, 20].repeat(64 * 64))
+            .expect("frame 1");
+        writer
+            .write_image_data(&[20, 20, 220].repeat(64 * 64))
+            .expect("frame 2");
+        writer.finish().expect("finish");
+    }
+    out
+}

@@ -7,6 +7,7 @@ mod helpers;
 mod caching;
 mod config_cli;
 mod identities;
+mod image_content;
 mod ops;
 mod serving;
 mod upload_flows;
