@@ -358,17 +358,45 @@ impl Uploads {
         Ok(kind)
     }
 
+    /// The crop lies inside the image, and rendering it at the variant sizes fits the decode
+    /// budget (`AVATAR_MAX_DECODE_BYTES`): refused now with a 4xx rather than in the job.
     fn validate_crop(&self, original: &[u8], crop: Option<&Crop>) -> Result<(), ApiError> {
-        let Some(crop) = crop else { return Ok(()) };
-        let probe = imaging::probe(original, &self.limits).map_err(|e| {
+        if let Some(crop) = crop {
+            let probe = imaging::probe(original, &self.limits).map_err(|e| {
+                ApiError::client(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-image",
+                    e.to_string(),
+                )
+            })?;
+            imaging::validate_crop(crop, &probe)
+                .map_err(|e| ApiError::bad_request("invalid-crop", e.to_string()))?;
+        }
+        let needed = imaging::decode_estimate(
+            original,
+            &self.limits,
+            crop.copied(),
+            &self.settings.variant_sizes,
+        )
+        .map_err(|e| {
             ApiError::client(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid-image",
                 e.to_string(),
             )
         })?;
-        imaging::validate_crop(crop, &probe)
-            .map_err(|e| ApiError::bad_request("invalid-crop", e.to_string()))
+        if needed > self.limits.max_decode_bytes {
+            return Err(ApiError::client(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "image-too-complex",
+                format!(
+                    "decoding this image needs about {} MiB; at most {} MiB is allowed",
+                    needed.div_ceil(1 << 20),
+                    self.limits.max_decode_bytes >> 20
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -1080,10 +1080,11 @@ async fn a_jpeg_with_thousands_of_progressive_scans_is_refused_at_once_with_a_cl
             .contains("5001 scans"),
         "{body}"
     );
-    // The limit is a setting: raised, the same file is accepted for processing.
+    // The limit is a setting: raised, the scans pass, and the decode budget (here 1 MiB:
+    // the file's 7000x7000 coefficients need about 100 MiB) refuses it instead, still at once.
     let mut env = jwt_env();
     env.push(("AVATAR_MAX_JPEG_SCANS", "10000".into()));
-    env.push(("AVATAR_MAX_DECODE_BYTES", "0".into()));
+    env.push(("AVATAR_MAX_DECODE_BYTES", (1 << 20).to_string()));
     let app = spawn_app(&env).await;
     let r = app
         .client
@@ -1094,18 +1095,11 @@ async fn a_jpeg_with_thousands_of_progressive_scans_is_refused_at_once_with_a_cl
         .send()
         .await
         .expect("sent");
-    // With scans allowed, the decode budget (here 0 bytes) still refuses it in the job,
-    // before any decoding: the upload is accepted, the job fails without retries.
-    assert_eq!(r.status(), 202);
-    let job: Value = r.json().await.expect("json");
-    let done = job_until_done(&app, "scans", job["job_id"].as_str().expect("id")).await;
-    assert_eq!(done["status"], "failed", "{done}");
-    assert_eq!(done["attempts"], 1);
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["code"], "image-too-complex", "{body}");
     assert!(
-        done["error"]["message"]
-            .as_str()
-            .expect("message")
-            .contains("too complex"),
-        "{done}"
+        body["message"].as_str().expect("message").contains("MiB"),
+        "{body}"
     );
 }
