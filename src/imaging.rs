@@ -6,11 +6,14 @@
 //!
 //! ```text
 //! bytes ─▶ probe::sniff      magic bytes only: PNG, JPEG, GIF, WebP; anything else (SVG, HTML) is refused
-//!        ─▶ probe::probe     header only: dimensions checked against Limits BEFORE any pixel is decoded
+//!        ─▶ probe::probe     header only: dimensions checked against Limits BEFORE any pixel is decoded;
+//!                            JPEG markers walked (jpeg): scans counted against max_jpeg_scans
 //!        ─▶ exif             orientation (1..=8), make and model; never GPS
 //!        ─▶ crop             default: centred square of the upright image; validated (probe::validate_crop)
+//!        ─▶ budget           decode memory estimated from the headers, checked against max_decode_bytes
 //!        ─▶ decode           JPEG: DCT-scaled (1/2, 1/4, 1/8) to the smallest scale that still covers the
-//!                            largest variant, CMYK/YCCK/grey handled; PNG/GIF (first frame)/WebP via `image`
+//!                            largest variant, CMYK/YCCK/grey handled, a truncated file closed as libjpeg
+//!                            does (jpeg::Structure::repaired); PNG/GIF (first frame)/WebP via `image`
 //!                            under `image::Limits`. Third-party decoders run under catch_unwind.
 //!        ─▶ colour           embedded ICC profile (JPEG APP2, PNG iCCP, WebP ICCP) applied: samples become
 //!                            sRGB (moxcms); untagged images are taken as sRGB, as browsers do
@@ -63,9 +66,10 @@ pub enum ImageKind {
     Png,
     /// JPEG (`FF D8 FF`).
     Jpeg,
-    /// GIF87a / GIF89a; only the first frame is used.
+    /// GIF87a / GIF89a; only the first frame is used, composited on the logical screen.
     Gif,
-    /// WebP (`RIFF....WEBP`), lossy or lossless; only the first frame is used.
+    /// WebP (`RIFF....WEBP`), lossy or lossless; only the first frame is used, composited on
+    /// the canvas.
     Webp,
 }
 

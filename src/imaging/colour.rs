@@ -269,4 +269,57 @@ mod tests {
                 .all(|p| p[3] == 7 && near(&p[..3], &[217, 41, 38], 10))
         );
     }
+
+    #[test]
+    fn damaged_profiles_are_ignored_or_applied_never_a_panic() {
+        let profiles = [
+            fixtures::png_icc(&fixtures::file("p3-patches.png")),
+            fixtures::png_icc(&fixtures::file("adobe-rgb-patches.png")),
+        ];
+        let mut state = 0x853c_49e6_748f_ea9b_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for original in profiles {
+            for round in 0..300 {
+                let mut icc = original.clone();
+                for _ in 0..1 + round % 6 {
+                    let at = (next() as usize) % icc.len();
+                    icc[at] = next() as u8;
+                }
+                if round % 50 == 0 {
+                    icc.truncate((next() as usize) % icc.len());
+                }
+                for samples in [
+                    Samples::Rgb(vec![200, 60, 50, 1, 2, 3]),
+                    Samples::Grey(vec![9, 99]),
+                    Samples::Cmyk(vec![1, 2, 3, 4]),
+                ] {
+                    // Any outcome but a panic; a converted buffer keeps its size.
+                    if let Ok((channels, px)) = to_srgb(samples, Some(&icc)) {
+                        assert_eq!(px.len() % channels.count(), 0);
+                    }
+                }
+            }
+        }
+        // The CMYK press profile (LUT-based, 187 KB): damage in its header and tag table,
+        // where sizes and offsets live.
+        let jpeg = fixtures::file("cmyk-profile.jpg");
+        let mut decoder = jpeg_decoder::Decoder::new(std::io::Cursor::new(&jpeg[..]));
+        decoder.read_info().expect("info");
+        let cmyk = decoder.icc_profile().expect("profile");
+        for _ in 0..60 {
+            let mut icc = cmyk.clone();
+            for _ in 0..3 {
+                let at = (next() as usize) % 512;
+                icc[at] = next() as u8;
+            }
+            if let Ok((channels, px)) = to_srgb(Samples::Cmyk(vec![1, 2, 3, 4]), Some(&icc)) {
+                assert_eq!(px.len() % channels.count(), 0);
+            }
+        }
+    }
 }

@@ -291,7 +291,8 @@ fn decode_with_image(
             (false, false) => Samples::Grey(other.into_luma8().into_raw()),
         },
     };
-    let (channels, pixels) = colour::to_srgb(samples, icc.as_deref())?;
+    // moxcms parses the (hostile) profile: guarded like the decoders.
+    let (channels, pixels) = guarded("ICC", || colour::to_srgb(samples, icc.as_deref()))?;
     Ok((width, height, channels, pixels))
 }
 
