@@ -231,6 +231,34 @@ fn jpeg_samples(
     })
 }
 
+/// A PNG whose chunks all arrived but whose `IEND` did not (a writer or transfer that stopped
+/// right after the image data) is shown whole by browsers and libpng; the png crate instead
+/// fails looking for the next chunk. Such a file gets its `IEND` back; any other file is
+/// returned as it is (a cut inside `IDAT` stays corrupt).
+fn png_closed(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    const IEND: [u8; 12] = [0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82];
+    let mut at = 8;
+    let mut seen_idat = false;
+    while let Some(header) = bytes.get(at..at + 8) {
+        let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let kind = &header[4..8];
+        if kind == b"IEND" {
+            return std::borrow::Cow::Borrowed(bytes);
+        }
+        seen_idat |= kind == b"IDAT";
+        at = match at.checked_add(12).and_then(|a| a.checked_add(length)) {
+            Some(next) if next <= bytes.len() => next,
+            _ => return std::borrow::Cow::Borrowed(bytes),
+        };
+    }
+    if seen_idat && at == bytes.len() {
+        let mut closed = bytes.to_vec();
+        closed.extend_from_slice(&IEND);
+        return std::borrow::Cow::Owned(closed);
+    }
+    std::borrow::Cow::Borrowed(bytes)
+}
+
 fn decode_with_image(
     kind: ImageKind,
     bytes: &[u8],
@@ -259,7 +287,9 @@ fn decode_with_image(
         let cursor = Cursor::new(bytes);
         match kind {
             ImageKind::Png => {
-                image::codecs::png::PngDecoder::new(cursor).and_then(|d| load(d, image_limits))
+                let closed = png_closed(bytes);
+                image::codecs::png::PngDecoder::new(Cursor::new(&closed[..]))
+                    .and_then(|d| load(d, image_limits))
             }
             ImageKind::Gif => {
                 image::codecs::gif::GifDecoder::new(cursor).and_then(|d| load(d, image_limits))
@@ -399,6 +429,24 @@ mod tests {
         // Before any entropy-coded data there is nothing to show.
         let result = decode(&jpeg[..data + 4], &probe, &limits, full(&probe), 64);
         assert!(matches!(result, Err(ImagingError::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_png_without_its_iend_chunk_renders_whole() {
+        let png = fixtures::png_rgb(64, 64);
+        let limits = Limits::default();
+        let cut = &png[..png.len() - 12];
+        assert!(!cut.windows(4).any(|w| w == b"IEND"));
+        let probe = probe(cut, &limits).expect("probe");
+        let whole = decode(&png, &probe, &limits, full(&probe), 64).expect("whole");
+        let closed = decode(cut, &probe, &limits, full(&probe), 64).expect("without IEND");
+        assert_eq!(whole.pixels, closed.pixels);
+        // A cut inside the image data is still corrupt.
+        let result = decode(&png[..png.len() - 20], &probe, &limits, full(&probe), 64);
+        assert!(
+            matches!(result, Err(ImagingError::Corrupt(_))),
+            "{result:?}"
+        );
     }
 
     #[test]
