@@ -4,7 +4,9 @@
 //! Browsers colour-manage images with an ICC profile and take untagged ones as sRGB; so does
 //! this module (ICC.1:2010 profiles, through moxcms, the pure-Rust CMS that `image` itself
 //! uses). The profile comes from JPEG `APP2 ICC_PROFILE` markers (reassembled by
-//! jpeg-decoder), PNG `iCCP` and WebP `ICCP` (through `image`'s decoders). A profile that
+//! jpeg-decoder), PNG `iCCP` and WebP `ICCP` (through `image`'s decoders); a PNG without
+//! `iCCP` may declare its primaries and gamma with `cHRM` + `gAMA` ([`png_chromaticities`]).
+//! A profile that
 //! does not parse, or whose colour space does not match the samples (an RGB profile on a
 //! grey JPEG, say), is ignored as browsers ignore it: the samples are taken as sRGB (CMYK
 //! without a usable profile is converted naively, ink by ink).
@@ -12,7 +14,10 @@
 //! The transform runs in place over bounded chunks, so converting costs no second copy of a
 //! large image.
 
-use moxcms::{ColorProfile, DataColorSpace, Layout, Transform8BitExecutor, TransformOptions};
+use moxcms::{
+    Chromaticity, ColorPrimaries, ColorProfile, DataColorSpace, Layout, ToneReprCurve,
+    Transform8BitExecutor, TransformOptions, XyY,
+};
 
 use crate::imaging::ImagingError;
 use crate::imaging::decode::Channels;
@@ -42,6 +47,14 @@ pub(crate) fn to_srgb(
     icc: Option<&[u8]>,
 ) -> Result<(Channels, Vec<u8>), ImagingError> {
     let profile = icc.and_then(|bytes| ColorProfile::new_from_slice(bytes).ok());
+    to_srgb_from(samples, profile)
+}
+
+/// [`to_srgb`] from a profile already built (e.g. by [`png_chromaticities`]).
+pub(crate) fn to_srgb_from(
+    samples: Samples,
+    profile: Option<ColorProfile>,
+) -> Result<(Channels, Vec<u8>), ImagingError> {
     // A transform from the profile, when it describes samples of `space` in `src` layout.
     let transform = |space: DataColorSpace, src: Layout, dst: Layout| {
         profile
@@ -94,6 +107,56 @@ pub(crate) fn to_srgb(
             }
         },
     })
+}
+
+/// The colour space a PNG without `iCCP` declares with `cHRM` and `gAMA`, as Chromium reads
+/// it: both chunks present (and no `sRGB` chunk) make an RGB profile of those primaries, white
+/// point and power-law curve; anything else (one of the two alone, `sRGB`, implausible
+/// values) means sRGB, `None`. Only the chunks before the first `IDAT` count (PNG 1.2, 4.3).
+pub(crate) fn png_chromaticities(bytes: &[u8]) -> Option<ColorProfile> {
+    let (mut chrm, mut gama) = (None, None);
+    let mut at = 8;
+    while let Some(header) = bytes.get(at..at + 8) {
+        let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let kind = &header[4..8];
+        let data = bytes.get(at + 8..at.checked_add(8 + length)?)?;
+        let number = |i: usize| {
+            data.get(i * 4..i * 4 + 4)
+                .map(|b| f64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])) / 100_000.0)
+        };
+        match kind {
+            b"IDAT" | b"IEND" => break,
+            b"sRGB" | b"iCCP" => return None,
+            b"cHRM" => chrm = (0..8).map(number).collect::<Option<Vec<f64>>>(),
+            b"gAMA" => gama = number(0),
+            _ => {}
+        }
+        at = at.checked_add(12 + length)?;
+    }
+    let (c, gamma) = (chrm?, gama?);
+    // gAMA is the encoding exponent (1/2.2 = 45455); the decoding curve is its inverse.
+    let plausible = c.iter().all(|&v| v > 0.0 && v < 1.0)
+        && c.chunks_exact(2)
+            .all(|xy| xy[1] > 0.01 && xy[0] + xy[1] <= 1.0)
+        && (0.1..=1.0).contains(&gamma);
+    if !plausible {
+        return None;
+    }
+    let mut profile = ColorProfile::new_srgb();
+    let xy = |i: usize| Chromaticity::new(c[i] as f32, c[i + 1] as f32);
+    profile.update_rgb_colorimetry(
+        XyY::new(c[0], c[1], 1.0),
+        ColorPrimaries {
+            red: xy(2),
+            green: xy(4),
+            blue: xy(6),
+        },
+    );
+    let curve = ToneReprCurve::Parametric(vec![(1.0 / gamma) as f32]);
+    profile.red_trc = Some(curve.clone());
+    profile.green_trc = Some(curve.clone());
+    profile.blue_trc = Some(curve);
+    Some(profile)
 }
 
 fn options() -> TransformOptions {
@@ -320,6 +383,46 @@ mod tests {
             if let Ok((channels, px)) = to_srgb(Samples::Cmyk(vec![1, 2, 3, 4]), Some(&icc)) {
                 assert_eq!(px.len() % channels.count(), 0);
             }
+        }
+    }
+
+    fn be(values: &[u32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_be_bytes()).collect()
+    }
+
+    const STORED: [[u8; 3]; 4] = [[200, 60, 50], [60, 170, 60], [230, 140, 30], [30, 150, 150]];
+
+    /// cHRM of Display P3 (D65 white), in PNG's units of 1/100000.
+    fn p3_chrm() -> Vec<u8> {
+        be(&[31270, 32900, 68000, 32000, 26500, 69000, 15000, 6000])
+    }
+
+    #[test]
+    fn a_png_declaring_its_primaries_with_chrm_and_gama_is_converted_like_chromium_does() {
+        let png =
+            fixtures::png_quadrants_with(STORED, &[(b"cHRM", p3_chrm()), (b"gAMA", be(&[45455]))]);
+        // Computed: gamma 2.2 decoded, P3 primaries to sRGB primaries (both D65), sRGB encoded.
+        let want = [[219, 37, 34], [0, 174, 29], [245, 136, 0], [0, 154, 153]];
+        assert_quadrants(quadrants(&png), want, 4);
+    }
+
+    #[test]
+    fn gama_alone_srgb_chunks_and_implausible_chrm_leave_a_png_as_srgb() {
+        for chunks in [
+            vec![(b"gAMA", be(&[45455]))],
+            vec![(b"cHRM", p3_chrm())],
+            vec![
+                (b"sRGB", vec![0]),
+                (b"cHRM", p3_chrm()),
+                (b"gAMA", be(&[45455])),
+            ],
+            vec![(b"cHRM", be(&[0; 8])), (b"gAMA", be(&[45455]))],
+            vec![(b"cHRM", p3_chrm()), (b"gAMA", be(&[0]))],
+            vec![(b"cHRM", vec![1, 2, 3]), (b"gAMA", be(&[45455]))],
+        ] {
+            let png = fixtures::png_quadrants_with(STORED, &chunks);
+            assert!(png_chromaticities(&png).is_none(), "{chunks:?}");
+            assert_quadrants(quadrants(&png), STORED, 2);
         }
     }
 }

@@ -321,8 +321,15 @@ fn decode_with_image(
             (false, false) => Samples::Grey(other.into_luma8().into_raw()),
         },
     };
-    // moxcms parses the (hostile) profile: guarded like the decoders.
-    let (channels, pixels) = guarded("ICC", || colour::to_srgb(samples, icc.as_deref()))?;
+    // moxcms parses the (hostile) profile: guarded like the decoders. A PNG without iCCP may
+    // still declare its colour space with cHRM + gAMA.
+    let (channels, pixels) = guarded("ICC", || match icc {
+        Some(icc) => colour::to_srgb(samples, Some(&icc)),
+        None if kind == ImageKind::Png => {
+            colour::to_srgb_from(samples, colour::png_chromaticities(bytes))
+        }
+        None => colour::to_srgb(samples, None),
+    })?;
     Ok((width, height, channels, pixels))
 }
 

@@ -445,3 +445,20 @@ pub fn apng() -> Vec<u8> {
     }
     out
 }
+
+/// A 64x64 RGB PNG of four flat quadrants (`colours` in reading order) with `chunks`
+/// (type, data) inserted right after `IHDR`.
+pub fn png_quadrants_with(colours: [[u8; 3]; 4], chunks: &[(&[u8; 4], Vec<u8>)]) -> Vec<u8> {
+    let px: Vec<u8> = (0..64u32)
+        .flat_map(|y| (0..64u32).map(move |x| (x / 32 + 2 * (y / 32)) as usize))
+        .flat_map(|q| colours[q])
+        .collect();
+    let png = png_of(64, 64, image::ExtendedColorType::Rgb8, &px);
+    let after_ihdr = 8 + 25;
+    let mut out = png[..after_ihdr].to_vec();
+    for (kind, data) in chunks {
+        out.extend(png_chunk(kind, data));
+    }
+    out.extend_from_slice(&png[after_ihdr..]);
+    out
+}
