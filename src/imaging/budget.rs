@@ -103,7 +103,7 @@ mod tests {
     #[test]
     fn a_png_that_compresses_well_is_estimated_by_its_decoded_size_not_its_file_size() {
         // 7071x7071 (just under max_pixels): 150 MB of RGB, however small the file.
-        // Measured with examples/render_file (peak RSS, limit lifted): RGB 165 MiB, grey +
+        // Measured with examples/decode_peak (peak RSS, limit lifted): RGB 165 MiB, grey +
         // alpha 388 MiB, 16-bit RGB 435 MiB; the files are 146 KB, 97 KB and 292 KB.
         let rgb = fixtures::png_headers(7071, 7071, 8, 2);
         let e = estimate(&rgb, &[128, 512]);
