@@ -175,6 +175,8 @@ impl Application {
             .context("cannot open the disk cache")?;
         let limits = imaging::Limits {
             max_pixels: settings.images.max_pixels,
+            max_jpeg_scans: settings.images.max_jpeg_scans,
+            max_decode_bytes: settings.images.max_decode_bytes,
             ..imaging::Limits::default()
         };
         let upstreams = Upstreams::from_settings(&settings).map_err(anyhow::Error::msg)?;

@@ -213,6 +213,10 @@ pub struct ImageSettings {
     pub max_image_bytes: usize,
     /// Largest decoded image in pixels (`AVATAR_MAX_PIXELS`).
     pub max_pixels: u64,
+    /// Most scans accepted in a (progressive) JPEG (`AVATAR_MAX_JPEG_SCANS`).
+    pub max_jpeg_scans: u32,
+    /// Largest estimated decode memory for one image, in bytes (`AVATAR_MAX_DECODE_BYTES`).
+    pub max_decode_bytes: u64,
     /// Images processed at once; 0 = CPU cores (`AVATAR_IMAGE_WORKERS`).
     pub workers: usize,
 }
@@ -427,6 +431,12 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         Kind::Int,
     ),
     ("AVATAR_MAX_PIXELS", "images.max_pixels", Kind::Int),
+    ("AVATAR_MAX_JPEG_SCANS", "images.max_jpeg_scans", Kind::Int),
+    (
+        "AVATAR_MAX_DECODE_BYTES",
+        "images.max_decode_bytes",
+        Kind::Int,
+    ),
     ("AVATAR_IMAGE_WORKERS", "images.workers", Kind::Int),
     ("AVATAR_UPSTREAM_TIMEOUT", "upstream.timeout", Kind::Str),
     (
@@ -598,6 +608,18 @@ impl Settings {
             return Err(invalid(
                 key("images.max_image_bytes"),
                 "must be at least 1024",
+            ));
+        }
+        if images.max_jpeg_scans == 0 {
+            return Err(invalid(
+                key("images.max_jpeg_scans"),
+                "must be at least 1 (a baseline JPEG has one scan)",
+            ));
+        }
+        if images.max_decode_bytes < 1 << 20 {
+            return Err(invalid(
+                key("images.max_decode_bytes"),
+                "must be at least 1048576 (1 MiB)",
             ));
         }
         if self.cache.max_size_mb == 0 {
@@ -900,6 +922,26 @@ mod tests {
         assert_eq!(gitlab.basic_user.expose(), "bot");
         assert!(gitlab.allow_http);
         assert!(!gitlab.allow_private);
+    }
+
+    #[test]
+    fn decode_limits_default_to_the_documented_values_and_refuse_nonsense() {
+        let s = load(&[]).expect("defaults load");
+        assert_eq!(s.images.max_jpeg_scans, 64);
+        assert_eq!(s.images.max_decode_bytes, 256 * 1024 * 1024);
+        let s = load(&[
+            ("AVATAR_MAX_JPEG_SCANS", "200"),
+            ("AVATAR_MAX_DECODE_BYTES", "1048576"),
+        ])
+        .expect("loads");
+        assert_eq!(
+            (s.images.max_jpeg_scans, s.images.max_decode_bytes),
+            (200, 1 << 20)
+        );
+        let err = load(&[("AVATAR_MAX_JPEG_SCANS", "0")]).expect_err("rejects");
+        assert!(err.to_string().contains("AVATAR_MAX_JPEG_SCANS"), "{err}");
+        let err = load(&[("AVATAR_MAX_DECODE_BYTES", "1000")]).expect_err("rejects");
+        assert!(err.to_string().contains("AVATAR_MAX_DECODE_BYTES"), "{err}");
     }
 
     #[test]

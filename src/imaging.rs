@@ -6,12 +6,17 @@
 //!
 //! ```text
 //! bytes ─▶ probe::sniff      magic bytes only: PNG, JPEG, GIF, WebP; anything else (SVG, HTML) is refused
-//!        ─▶ probe::probe     header only: dimensions checked against Limits BEFORE any pixel is decoded
+//!        ─▶ probe::probe     header only: dimensions checked against Limits BEFORE any pixel is decoded;
+//!                            JPEG markers walked (jpeg): scans counted against max_jpeg_scans
 //!        ─▶ exif             orientation (1..=8), make and model; never GPS
 //!        ─▶ crop             default: centred square of the upright image; validated (probe::validate_crop)
+//!        ─▶ budget           decode memory estimated from the headers, checked against max_decode_bytes
 //!        ─▶ decode           JPEG: DCT-scaled (1/2, 1/4, 1/8) to the smallest scale that still covers the
-//!                            largest variant, CMYK/YCCK/grey handled; PNG/GIF (first frame)/WebP via `image`
+//!                            largest variant, CMYK/YCCK/grey handled, a truncated file closed as libjpeg
+//!                            does (jpeg::Structure::repaired); PNG/GIF (first frame)/WebP via `image`
 //!                            under `image::Limits`. Third-party decoders run under catch_unwind.
+//!        ─▶ colour           embedded ICC profile (JPEG APP2, PNG iCCP, WebP ICCP) applied: samples become
+//!                            sRGB (moxcms); untagged images are taken as sRGB, as browsers do
 //!        ─▶ resize           crop rectangle mapped back into the decoder's (un-rotated) pixels, Lanczos3 with
 //!                            premultiplied alpha (fast_image_resize) straight to size², then the small
 //!                            square is rotated upright (cheaper than rotating the big source)
@@ -28,9 +33,12 @@
 
 pub mod defaults;
 
+mod budget;
+mod colour;
 mod decode;
 mod encode;
 mod exif;
+mod jpeg;
 mod probe;
 mod resize;
 
@@ -58,9 +66,10 @@ pub enum ImageKind {
     Png,
     /// JPEG (`FF D8 FF`).
     Jpeg,
-    /// GIF87a / GIF89a; only the first frame is used.
+    /// GIF87a / GIF89a; only the first frame is used, composited on the logical screen.
     Gif,
-    /// WebP (`RIFF....WEBP`), lossy or lossless; only the first frame is used.
+    /// WebP (`RIFF....WEBP`), lossy or lossless; only the first frame is used, composited on
+    /// the canvas.
     Webp,
 }
 
@@ -162,6 +171,13 @@ pub struct Limits {
     pub max_pixels: u64,
     /// Largest accepted width or height of the source (default 16384).
     pub max_side: u32,
+    /// Most scans (`SOS` markers) accepted in a JPEG (default 64). Each scan of a progressive
+    /// JPEG is one more pass over all its coefficients; real encoders write about 10.
+    pub max_jpeg_scans: u32,
+    /// Largest estimated decode memory for one image, in bytes (default 256 MiB): pixel
+    /// buffers at the bit depth and DCT scale used, plus a progressive JPEG's coefficients.
+    /// See [`decode_estimate`].
+    pub max_decode_bytes: u64,
 }
 
 impl Default for Limits {
@@ -169,6 +185,8 @@ impl Default for Limits {
         Limits {
             max_pixels: 50_000_000,
             max_side: 16_384,
+            max_jpeg_scans: 64,
+            max_decode_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -273,6 +291,10 @@ pub enum ImagingError {
     /// Truncated, malformed or otherwise undecodable.
     #[error("image is corrupt: {0}")]
     Corrupt(String),
+    /// Decoding would take more work or memory than [`Limits`] allow: a progressive JPEG
+    /// with more scans than `max_jpeg_scans`, or a decode estimated over `max_decode_bytes`.
+    #[error("image is too complex to decode: {0}")]
+    TooComplex(String),
     /// The crop is empty, overflows, or lies (partly) outside the image.
     #[error("invalid crop: {0}")]
     InvalidCrop(String),
@@ -293,6 +315,7 @@ impl ImagingError {
             ImagingError::Unsupported
             | ImagingError::TooLarge { .. }
             | ImagingError::Corrupt(_)
+            | ImagingError::TooComplex(_)
             | ImagingError::InvalidCrop(_) => true,
             ImagingError::InvalidRequest(_) | ImagingError::Encode(_) => false,
         }
@@ -304,6 +327,7 @@ impl ImagingError {
             ImagingError::Unsupported => "unsupported-image",
             ImagingError::TooLarge { .. } => "image-too-large",
             ImagingError::Corrupt(_) => "corrupt-image",
+            ImagingError::TooComplex(_) => "image-too-complex",
             ImagingError::InvalidCrop(_) => "invalid-crop",
             ImagingError::InvalidRequest(_) => "invalid-render-request",
             ImagingError::Encode(_) => "encode-failed",
@@ -325,19 +349,21 @@ pub fn render(
     formats: &[Preferred],
 ) -> Result<Rendered, ImagingError> {
     check_request(sizes, formats)?;
-    let inspected = probe::inspect(bytes, limits)?;
+    let plan = plan(bytes, limits, crop, sizes)?;
+    if plan.estimate > limits.max_decode_bytes {
+        return Err(ImagingError::TooComplex(format!(
+            "decoding needs about {} MiB; at most {} MiB is allowed",
+            plan.estimate.div_ceil(1 << 20),
+            limits.max_decode_bytes >> 20
+        )));
+    }
+    let Plan {
+        inspected,
+        orientation,
+        raw_rect,
+        ..
+    } = plan;
     let probe = inspected.probe;
-    let crop = match crop {
-        Some(crop) => {
-            validate_crop(&crop, &probe)?;
-            crop
-        }
-        None => resize::centred_square(probe.width, probe.height),
-    };
-    let square = resize::square_within(crop);
-    let orientation = resize::Orientation::from_exif(probe.orientation);
-    let (raw_width, raw_height) = orientation.raw_size(probe.width, probe.height);
-    let raw_rect = orientation.rect_to_raw(square, raw_width, raw_height);
     let largest = sizes.iter().copied().max().unwrap_or(1);
 
     let source = decode::decode(bytes, &probe, limits, raw_rect, largest)?;
@@ -376,6 +402,61 @@ pub fn render(
             orientation: probe.orientation,
         },
         has_alpha,
+    })
+}
+
+/// The peak memory, in bytes, that [`render`] would need for these arguments, estimated from
+/// the headers alone (see the `budget` module: decode buffers at the bit depth and JPEG DCT
+/// scale used, a progressive JPEG's full-resolution coefficients, colour-conversion and crop
+/// copies, the output squares).
+///
+/// [`render`] refuses an image whose estimate exceeds [`Limits::max_decode_bytes`]; a caller
+/// running several renders at once can also bound their total by this figure (for example
+/// with a semaphore of bytes). Errors are those of the probe and the crop check.
+pub fn decode_estimate(
+    bytes: &[u8],
+    limits: &Limits,
+    crop: Option<Crop>,
+    sizes: &[u32],
+) -> Result<u64, ImagingError> {
+    check_size(sizes.iter().copied())?;
+    plan(bytes, limits, crop, sizes).map(|plan| plan.estimate)
+}
+
+/// What the headers decide before decoding.
+struct Plan {
+    inspected: probe::Inspected,
+    orientation: resize::Orientation,
+    /// The square crop in stored (un-rotated) pixels.
+    raw_rect: Crop,
+    estimate: u64,
+}
+
+fn plan(
+    bytes: &[u8],
+    limits: &Limits,
+    crop: Option<Crop>,
+    sizes: &[u32],
+) -> Result<Plan, ImagingError> {
+    let inspected = probe::inspect(bytes, limits)?;
+    let probe = inspected.probe;
+    let crop = match crop {
+        Some(crop) => {
+            validate_crop(&crop, &probe)?;
+            crop
+        }
+        None => resize::centred_square(probe.width, probe.height),
+    };
+    let square = resize::square_within(crop);
+    let orientation = resize::Orientation::from_exif(probe.orientation);
+    let (raw_width, raw_height) = orientation.raw_size(probe.width, probe.height);
+    let raw_rect = orientation.rect_to_raw(square, raw_width, raw_height);
+    let estimate = budget::estimate(bytes, &probe, raw_rect, sizes);
+    Ok(Plan {
+        inspected,
+        orientation,
+        raw_rect,
+        estimate,
     })
 }
 
@@ -661,6 +742,40 @@ mod tests {
     }
 
     #[test]
+    fn an_animated_gif_webp_or_apng_becomes_its_first_frame_composited_on_its_canvas() {
+        let limits = Limits::default();
+        let formats = [Preferred::JpegOrPng];
+        let red = [220, 20, 20];
+        for (name, bytes) in [
+            ("webp", fixtures::webp_animated()),
+            ("apng", fixtures::apng()),
+        ] {
+            let rendered = render(&bytes, &limits, None, &[32], &formats).expect(name);
+            assert!(!rendered.has_alpha, "{name}");
+            let img = decode_rgb(only(&rendered));
+            for (x, y) in [(2, 2), (16, 16), (29, 29)] {
+                let got = img.get_pixel(x, y).0;
+                assert!(near(&got, &red, 12), "{name} at ({x},{y}): {got:?}");
+            }
+        }
+        // The GIF's first frame covers only the middle of its canvas: the rest is transparent,
+        // as browsers show it, so the avatar keeps that transparency (PNG).
+        let rendered =
+            render(&fixtures::gif_animated(), &limits, None, &[64], &formats).expect("gif");
+        assert!(rendered.has_alpha);
+        assert_eq!(only(&rendered).format, OutputFormat::Png);
+        let img = image::load_from_memory(&only(&rendered).bytes)
+            .expect("png")
+            .to_rgba8();
+        let centre = img.get_pixel(32, 32).0;
+        assert!(
+            near(&centre[..3], &red, 12) && centre[3] == 255,
+            "{centre:?}"
+        );
+        assert_eq!(img.get_pixel(2, 2).0[3], 0, "outside the first frame");
+    }
+
+    #[test]
     fn grey_grey_alpha_and_16_bit_pngs_render() {
         use image::ExtendedColorType as C;
         let limits = Limits::default();
@@ -692,12 +807,20 @@ mod tests {
         let limits = Limits::default();
         let formats = [Preferred::JpegOrPng];
         let jpeg = fixtures::jpeg_quadrants(128, 128);
+        // Cut anywhere: unsupported (no magic), corrupt (no image data yet) or, once a scan
+        // has started, the picture as far as the data goes.
+        let first_scan = jpeg
+            .windows(2)
+            .position(|w| w == [0xFF, 0xDA])
+            .expect("SOS");
         for keep in (0..jpeg.len()).step_by(97).chain([jpeg.len() - 2]) {
             let result = render(&jpeg[..keep], &limits, None, &[64], &formats);
             match result {
-                Err(ImagingError::Corrupt(_)) => {}
+                Err(ImagingError::Corrupt(_)) if keep <= first_scan + 20 => {}
                 Err(ImagingError::Unsupported) if keep < 3 => {}
-                other => panic!("truncated to {keep}: {other:?}"),
+                Ok(_) if keep > first_scan => {}
+                Err(e) => panic!("truncated to {keep}: {e:?}"),
+                Ok(_) => panic!("truncated to {keep}: rendered"),
             }
         }
         assert_eq!(
@@ -803,6 +926,7 @@ mod tests {
                 height: 1,
             },
             ImagingError::Corrupt("x".into()),
+            ImagingError::TooComplex("x".into()),
             ImagingError::InvalidCrop("x".into()),
         ];
         assert!(client.iter().all(ImagingError::is_client_fault));

@@ -70,8 +70,9 @@ pub struct JobContext {
 
 /// A failure while processing, by whether retrying can help.
 enum Failure {
-    /// The image is at fault: fail now.
-    Invalid(String),
+    /// The image is at fault: fail now, with this error code (`invalid-image`,
+    /// `image-too-complex`).
+    Invalid(&'static str, String),
     /// Something on our side: retry.
     Transient(String),
 }
@@ -118,7 +119,7 @@ impl JobContext {
             .await
             .map_err(|e| match e {
                 crate::store::StoreError::NotFound => {
-                    Failure::Invalid("the uploaded original is gone".into())
+                    Failure::Invalid("invalid-image", "the uploaded original is gone".into())
                 }
                 other => Failure::Transient(other.to_string()),
             })?;
@@ -143,7 +144,12 @@ impl JobContext {
             .await
             .map_err(|e| match e {
                 crate::avatars::resolver::ResolveError::Imaging(e) if e.is_client_fault() => {
-                    Failure::Invalid(e.to_string())
+                    // Too many scans or too much memory has its own code, as at upload time.
+                    let code = match e {
+                        imaging::ImagingError::TooComplex(_) => "image-too-complex",
+                        _ => "invalid-image",
+                    };
+                    Failure::Invalid(code, e.to_string())
                 }
                 other => Failure::Transient(other.to_string()),
             })?;
@@ -265,7 +271,7 @@ impl JobContext {
             }
             Err(failure) => {
                 let (code, message, user_message) = match failure {
-                    Failure::Invalid(m) => ("invalid-image", m, TRY_AGAIN),
+                    Failure::Invalid(code, m) => (code, m, TRY_AGAIN),
                     Failure::Transient(m) => (
                         "processing-failed",
                         format!("gave up after {} attempts: {m}", job.attempts),

@@ -17,6 +17,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use image::{DynamicImage, ImageDecoder};
 use jpeg_decoder::{CodingProcess, PixelFormat};
 
+use crate::imaging::colour::{self, Samples};
+use crate::imaging::jpeg;
 use crate::imaging::{Crop, ImageKind, ImagingError, Limits, Probe};
 
 /// Pixel layout of a decoded or resized buffer.
@@ -143,8 +145,11 @@ fn decode_jpeg(
     largest: u32,
 ) -> Result<Source, ImagingError> {
     let corrupt = |e: jpeg_decoder::Error| ImagingError::Corrupt(format!("JPEG: {e}"));
+    let structure = jpeg::walk(bytes);
+    structure.check_scans(limits.max_jpeg_scans)?;
+    let stream = structure.repaired(bytes);
     guarded("JPEG", || {
-        let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+        let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(&stream[..]));
         // Second line of defence behind the probe: 4 bytes a pixel covers CMYK.
         decoder.set_max_decoding_buffer_size(
             usize::try_from(limits.max_pixels.saturating_mul(4)).unwrap_or(usize::MAX),
@@ -168,7 +173,8 @@ fn decode_jpeg(
             .info()
             .ok_or_else(|| ImagingError::Corrupt("JPEG without a frame header".into()))?;
         let (width, height) = (u32::from(info.width), u32::from(info.height));
-        let pixels = to_rgb(data, info.pixel_format, width, height)?;
+        let samples = jpeg_samples(data, info.pixel_format, width, height)?;
+        let (channels, pixels) = colour::to_srgb(samples, decoder.icc_profile().as_deref())?;
         let denominator = [1, 2, 4, 8]
             .into_iter()
             .find(|d| full_width.div_ceil(*d) == width && full_height.div_ceil(*d) == height)
@@ -183,7 +189,7 @@ fn decode_jpeg(
         Ok(Source {
             width,
             height,
-            channels: Channels::Rgb,
+            channels,
             pixels,
             rect: scaled_rect(raw_rect, scale, scale),
             denominator,
@@ -192,13 +198,13 @@ fn decode_jpeg(
     })
 }
 
-/// Converts jpeg-decoder's output to RGB.
-fn to_rgb(
+/// Wraps jpeg-decoder's output as [`Samples`] for colour conversion.
+fn jpeg_samples(
     data: Vec<u8>,
     format: PixelFormat,
     width: u32,
     height: u32,
-) -> Result<Vec<u8>, ImagingError> {
+) -> Result<Samples, ImagingError> {
     let pixels = width as usize * height as usize;
     if data.len() != pixels * format.pixel_bytes() {
         return Err(ImagingError::Corrupt(format!(
@@ -207,8 +213,8 @@ fn to_rgb(
         )));
     }
     Ok(match format {
-        PixelFormat::RGB24 => data,
-        PixelFormat::L8 => data.iter().flat_map(|&l| [l, l, l]).collect(),
+        PixelFormat::RGB24 => Samples::Rgb(data),
+        PixelFormat::L8 => Samples::Grey(data),
         PixelFormat::L16 => {
             // Lossless JPEG with 9 to 16 bits: native-endian samples of unknown precision;
             // scale by the smallest bit depth that holds the largest sample.
@@ -218,23 +224,39 @@ fn to_rgb(
                 .collect();
             let max = samples.iter().copied().max().unwrap_or(0);
             let bits = (16 - max.leading_zeros()).max(8);
-            samples
-                .iter()
-                .flat_map(|&s| {
-                    let l = (s >> (bits - 8)) as u8;
-                    [l, l, l]
-                })
-                .collect()
+            Samples::Grey(samples.iter().map(|&s| (s >> (bits - 8)) as u8).collect())
         }
-        PixelFormat::CMYK32 => {
-            // jpeg-decoder undoes Adobe's inversion (and YCCK), so these are ink amounts:
-            // 0 = no ink.
-            let mul = |a: u8, b: u8| ((255 - u32::from(a)) * (255 - u32::from(b)) / 255) as u8;
-            data.chunks_exact(4)
-                .flat_map(|p| [mul(p[0], p[3]), mul(p[1], p[3]), mul(p[2], p[3])])
-                .collect()
-        }
+        // jpeg-decoder undoes Adobe's inversion (and YCCK), so these are ink amounts.
+        PixelFormat::CMYK32 => Samples::Cmyk(data),
     })
+}
+
+/// A PNG whose chunks all arrived but whose `IEND` did not (a writer or transfer that stopped
+/// right after the image data) is shown whole by browsers and libpng; the png crate instead
+/// fails looking for the next chunk. Such a file gets its `IEND` back; any other file is
+/// returned as it is (a cut inside `IDAT` stays corrupt).
+fn png_closed(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    const IEND: [u8; 12] = [0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82];
+    let mut at = 8;
+    let mut seen_idat = false;
+    while let Some(header) = bytes.get(at..at + 8) {
+        let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let kind = &header[4..8];
+        if kind == b"IEND" {
+            return std::borrow::Cow::Borrowed(bytes);
+        }
+        seen_idat |= kind == b"IDAT";
+        at = match at.checked_add(12).and_then(|a| a.checked_add(length)) {
+            Some(next) if next <= bytes.len() => next,
+            _ => return std::borrow::Cow::Borrowed(bytes),
+        };
+    }
+    if seen_idat && at == bytes.len() {
+        let mut closed = bytes.to_vec();
+        closed.extend_from_slice(&IEND);
+        return std::borrow::Cow::Owned(closed);
+    }
+    std::borrow::Cow::Borrowed(bytes)
 }
 
 fn decode_with_image(
@@ -252,18 +274,22 @@ fn decode_with_image(
         image::ImageError::Limits(_) => ImagingError::TooLarge { width, height },
         other => ImagingError::Corrupt(other.to_string()),
     };
-    let image = guarded("image", || {
+    let (image, icc) = guarded("image", || {
         fn load(
             mut decoder: impl ImageDecoder,
             limits: image::Limits,
-        ) -> image::ImageResult<DynamicImage> {
+        ) -> image::ImageResult<(DynamicImage, Option<Vec<u8>>)> {
             decoder.set_limits(limits)?;
-            DynamicImage::from_decoder(decoder)
+            // A profile that cannot be read is no reason to refuse the pixels.
+            let icc = decoder.icc_profile().ok().flatten();
+            Ok((DynamicImage::from_decoder(decoder)?, icc))
         }
         let cursor = Cursor::new(bytes);
         match kind {
             ImageKind::Png => {
-                image::codecs::png::PngDecoder::new(cursor).and_then(|d| load(d, image_limits))
+                let closed = png_closed(bytes);
+                image::codecs::png::PngDecoder::new(Cursor::new(&closed[..]))
+                    .and_then(|d| load(d, image_limits))
             }
             ImageKind::Gif => {
                 image::codecs::gif::GifDecoder::new(cursor).and_then(|d| load(d, image_limits))
@@ -283,12 +309,27 @@ fn decode_with_image(
         .map_err(failed)
     })?;
     let (width, height) = (image.width(), image.height());
-    let (channels, pixels) = match image {
-        DynamicImage::ImageRgb8(buffer) => (Channels::Rgb, buffer.into_raw()),
-        DynamicImage::ImageRgba8(buffer) => (Channels::Rgba, buffer.into_raw()),
-        other if other.color().has_alpha() => (Channels::Rgba, other.into_rgba8().into_raw()),
-        other => (Channels::Rgb, other.into_rgb8().into_raw()),
+    let samples = match image {
+        DynamicImage::ImageRgb8(buffer) => Samples::Rgb(buffer.into_raw()),
+        DynamicImage::ImageRgba8(buffer) => Samples::Rgba(buffer.into_raw()),
+        DynamicImage::ImageLuma8(buffer) => Samples::Grey(buffer.into_raw()),
+        DynamicImage::ImageLumaA8(buffer) => Samples::GreyAlpha(buffer.into_raw()),
+        other => match (other.color().has_color(), other.color().has_alpha()) {
+            (true, true) => Samples::Rgba(other.into_rgba8().into_raw()),
+            (true, false) => Samples::Rgb(other.into_rgb8().into_raw()),
+            (false, true) => Samples::GreyAlpha(other.into_luma_alpha8().into_raw()),
+            (false, false) => Samples::Grey(other.into_luma8().into_raw()),
+        },
     };
+    // moxcms parses the (hostile) profile: guarded like the decoders. A PNG without iCCP may
+    // still declare its colour space with cHRM + gAMA.
+    let (channels, pixels) = guarded("ICC", || match icc {
+        Some(icc) => colour::to_srgb(samples, Some(&icc)),
+        None if kind == ImageKind::Png => {
+            colour::to_srgb_from(samples, colour::png_chromaticities(bytes))
+        }
+        None => colour::to_srgb(samples, None),
+    })?;
     Ok((width, height, channels, pixels))
 }
 
@@ -377,17 +418,42 @@ mod tests {
     }
 
     #[test]
-    fn truncated_jpeg_is_corrupt_not_a_panic() {
+    fn a_truncated_jpeg_decodes_as_far_as_the_data_goes() {
         let jpeg = fixtures::jpeg_quadrants(256, 256);
         let limits = Limits::default();
         let probe = probe(&jpeg, &limits).expect("probe");
-        for keep in [jpeg.len() / 2, jpeg.len() - 10, 700] {
-            let result = decode(&jpeg[..keep], &probe, &limits, full(&probe), 64);
-            assert!(
-                matches!(result, Err(ImagingError::Corrupt(_))),
-                "kept {keep}: {result:?}"
-            );
+        let data = jpeg
+            .windows(2)
+            .position(|w| w == [0xFF, 0xDA])
+            .expect("SOS");
+        for keep in [jpeg.len() / 2, jpeg.len() - 10, jpeg.len() - 2] {
+            let source = decode(&jpeg[..keep], &probe, &limits, full(&probe), 256)
+                .unwrap_or_else(|e| panic!("kept {keep}: {e}"));
+            assert_eq!((source.width, source.height), (256, 256));
+            // The first rows arrived: the top-left quadrant is red.
+            assert!(fixtures::near(&source.pixels[..3], &fixtures::RED, 24));
         }
+        // Before any entropy-coded data there is nothing to show.
+        let result = decode(&jpeg[..data + 4], &probe, &limits, full(&probe), 64);
+        assert!(matches!(result, Err(ImagingError::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_png_without_its_iend_chunk_renders_whole() {
+        let png = fixtures::png_rgb(64, 64);
+        let limits = Limits::default();
+        let cut = &png[..png.len() - 12];
+        assert!(!cut.windows(4).any(|w| w == b"IEND"));
+        let probe = probe(cut, &limits).expect("probe");
+        let whole = decode(&png, &probe, &limits, full(&probe), 64).expect("whole");
+        let closed = decode(cut, &probe, &limits, full(&probe), 64).expect("without IEND");
+        assert_eq!(whole.pixels, closed.pixels);
+        // A cut inside the image data is still corrupt.
+        let result = decode(&png[..png.len() - 20], &probe, &limits, full(&probe), 64);
+        assert!(
+            matches!(result, Err(ImagingError::Corrupt(_))),
+            "{result:?}"
+        );
     }
 
     #[test]

@@ -174,6 +174,24 @@ pub fn png_header_only(w: u32, h: u32) -> Vec<u8> {
     png
 }
 
+/// A PNG whose headers (`IHDR` with this bit depth and colour type, the start of `IDAT`) pass
+/// every header check but whose pixel data is a stub: decoding it fails as corrupt, so a
+/// test using it shows that a refusal came before decoding.
+pub fn png_headers(w: u32, h: u32, depth: u8, colour: u8) -> Vec<u8> {
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[depth, colour, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(png_chunk(b"IHDR", &ihdr));
+    // A zlib header and one empty stored block: valid, far too short.
+    png.extend(png_chunk(
+        b"IDAT",
+        &[0x78, 0x01, 0x00, 0x00, 0x00, 0xff, 0xff],
+    ));
+    png.extend(png_chunk(b"IEND", &[]));
+    png
+}
+
 /// `png` with an `eXIf` chunk carrying `orientation`, right after `IHDR`.
 pub fn png_with_exif(png: &[u8], orientation: u16) -> Vec<u8> {
     let after_ihdr = 8 + 25;
@@ -342,4 +360,105 @@ impl BitWriter {
         }
         self.out
     }
+}
+
+/// A file from `tests/fixtures/imaging/` (real-world cases and files made with ImageMagick;
+/// see the README there).
+pub fn file(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/imaging")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The ICC profile embedded in a PNG.
+pub fn png_icc(png: &[u8]) -> Vec<u8> {
+    use image::ImageDecoder;
+    image::codecs::png::PngDecoder::new(std::io::Cursor::new(png))
+        .expect("png")
+        .icc_profile()
+        .expect("icc")
+        .expect("profile present")
+}
+
+/// A 64x64 lossless WebP of four flat quadrants (`colours` in reading order) carrying `icc`
+/// in an `ICCP` chunk.
+pub fn webp_with_icc(colours: [[u8; 3]; 4], icc: Vec<u8>) -> Vec<u8> {
+    let px: Vec<u8> = (0..64u32)
+        .flat_map(|y| (0..64u32).map(move |x| (x / 32 + 2 * (y / 32)) as usize))
+        .flat_map(|q| colours[q])
+        .collect();
+    let mut out = Vec::new();
+    let mut encoder = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
+    encoder.set_icc_profile(icc).expect("webp takes a profile");
+    encoder
+        .write_image(&px, 64, 64, image::ExtendedColorType::Rgb8)
+        .expect("encode fixture");
+    out
+}
+
+/// A 64x64 animated GIF: frame 1 is a 32x32 red square at (16, 16), the rest of the canvas
+/// left transparent; frame 2 is all blue.
+pub fn gif_animated() -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = gif::Encoder::new(&mut out, 64, 64, &[]).expect("gif");
+        let mut red = gif::Frame::from_rgba(32, 32, &mut [220, 20, 20, 255].repeat(32 * 32));
+        red.left = 16;
+        red.top = 16;
+        red.delay = 50;
+        encoder.write_frame(&red).expect("frame");
+        let mut blue = gif::Frame::from_rgba(64, 64, &mut [20, 20, 220, 255].repeat(64 * 64));
+        blue.delay = 50;
+        encoder.write_frame(&blue).expect("frame");
+    }
+    out
+}
+
+/// A 64x64 animated WebP (libwebp's animation encoder): red, then blue.
+pub fn webp_animated() -> Vec<u8> {
+    let config = webp::WebPConfig::new().expect("config");
+    let red = [220, 20, 20, 255].repeat(64 * 64);
+    let blue = [20, 20, 220, 255].repeat(64 * 64);
+    let mut encoder = webp::AnimEncoder::new(64, 64, &config);
+    encoder.add_frame(webp::AnimFrame::from_rgba(&red, 64, 64, 0));
+    encoder.add_frame(webp::AnimFrame::from_rgba(&blue, 64, 64, 500));
+    encoder.try_encode().expect("animated webp").to_vec()
+}
+
+/// A 64x64 APNG: the default image (also the first frame) red, the second frame blue.
+pub fn apng() -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, 64, 64);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.set_animated(2, 0).expect("animated");
+        let mut writer = encoder.write_header().expect("header");
+        writer
+            .write_image_data(&[220, 20, 20].repeat(64 * 64))
+            .expect("frame 1");
+        writer
+            .write_image_data(&[20, 20, 220].repeat(64 * 64))
+            .expect("frame 2");
+        writer.finish().expect("finish");
+    }
+    out
+}
+
+/// A 64x64 RGB PNG of four flat quadrants (`colours` in reading order) with `chunks`
+/// (type, data) inserted right after `IHDR`.
+pub fn png_quadrants_with(colours: [[u8; 3]; 4], chunks: &[(&[u8; 4], Vec<u8>)]) -> Vec<u8> {
+    let px: Vec<u8> = (0..64u32)
+        .flat_map(|y| (0..64u32).map(move |x| (x / 32 + 2 * (y / 32)) as usize))
+        .flat_map(|q| colours[q])
+        .collect();
+    let png = png_of(64, 64, image::ExtendedColorType::Rgb8, &px);
+    let after_ihdr = 8 + 25;
+    let mut out = png[..after_ihdr].to_vec();
+    for (kind, data) in chunks {
+        out.extend(png_chunk(kind, data));
+    }
+    out.extend_from_slice(&png[after_ihdr..]);
+    out
 }

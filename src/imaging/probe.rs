@@ -12,6 +12,7 @@ use image::ImageDecoder;
 
 use crate::imaging::decode::guarded;
 use crate::imaging::exif::{self, ExifInfo};
+use crate::imaging::jpeg;
 use crate::imaging::{Crop, ImageKind, ImagingError, Limits, Probe};
 
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
@@ -84,7 +85,9 @@ pub(crate) fn inspect(bytes: &[u8], limits: &Limits) -> Result<Inspected, Imagin
         ImageKind::Webp => webp_size(bytes)?,
     };
     check_limits(width, height, limits)?;
-    if kind != ImageKind::Jpeg {
+    if kind == ImageKind::Jpeg {
+        jpeg::walk(bytes).check_scans(limits.max_jpeg_scans)?;
+    } else {
         // The decoder's own header parse (the JPEG one above already was the decoder's).
         let (w, h) = library_size(kind, bytes)?;
         if (w, h) != (width, height) {
@@ -337,6 +340,7 @@ mod tests {
         let tight = Limits {
             max_pixels: 100,
             max_side: 16_384,
+            ..Limits::default()
         };
         assert!(matches!(
             probe(&fixtures::png_rgb(11, 10), &tight),

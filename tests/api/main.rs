@@ -8,6 +8,7 @@ mod caching;
 mod config_cli;
 mod connections;
 mod identities;
+mod image_content;
 mod ops;
 mod serving;
 mod upload_flows;

@@ -434,9 +434,15 @@ async fn bad_images_fail_clearly() {
     )
     .await;
     assert_eq!(svg.status(), 415);
-    // A truncated JPEG passes the header probe; processing fails at once, without retries.
+    // A JPEG cut inside its first scan header passes the header probe but has no image data:
+    // processing fails at once, without retries. (A JPEG cut later renders as far as the data
+    // goes: see image_content.rs.)
     let full = two_tone(400, 400);
-    let truncated = full.slice(..full.len() / 3);
+    let sos = full
+        .windows(2)
+        .position(|w| w == [0xFF, 0xDA])
+        .expect("SOS");
+    let truncated = full.slice(..sos + 4);
     let r = send(truncated, "image/jpeg").await;
     assert_eq!(r.status(), 202);
     let job: Value = r.json().await.expect("json");
@@ -1078,4 +1084,200 @@ async fn every_file_the_service_writes_is_private_to_its_user() {
         }
     }
     assert!(files >= 5, "only {files} files were checked");
+}
+
+/// A multipart upload of `bytes` as the `file` part labelled `mime`.
+async fn post_multipart(
+    app: &TestApp,
+    user: &str,
+    bytes: Vec<u8>,
+    mime: &str,
+) -> reqwest::Response {
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes)
+            .file_name("avatar")
+            .mime_str(mime)
+            .expect("mime"),
+    );
+    app.client
+        .post(format!("{}/v1/avatar", app.base))
+        .bearer_auth(token(user, 600))
+        .multipart(form)
+        .send()
+        .await
+        .expect("sent")
+}
+
+#[tokio::test]
+async fn a_multipart_part_labelled_octet_stream_is_judged_by_its_bytes() {
+    // curl -F file=@avatar labels a file without an extension application/octet-stream.
+    let app = spawn_app(&jwt_env()).await;
+    for (i, bytes) in [jpeg([0, 0, 200], 200).to_vec(), {
+        let mut png = Vec::new();
+        image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
+            64,
+            64,
+            image::Rgb([0, 0, 200]),
+        ))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .expect("png");
+        png
+    }]
+    .into_iter()
+    .enumerate()
+    {
+        let user = format!("octet{i}");
+        let r = post_multipart(&app, &user, bytes, "application/octet-stream").await;
+        assert_eq!(r.status(), 202, "{i}: {:?}", r.text().await);
+        let job: Value = r.json().await.expect("json");
+        let done = job_until_done(&app, &user, job["job_id"].as_str().expect("id")).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        let key = app.key_for(&user);
+        let avatar = app.get(&format!("/avatar/{key}?s=64")).await;
+        assert_eq!(avatar.headers()["x-avatar-source"], "upload");
+        assert!(close_to(
+            centre(&avatar.bytes().await.expect("b")).0,
+            [0, 0, 200]
+        ));
+    }
+    // The label is no pass: bytes that are no image are still refused.
+    let r = post_multipart(
+        &app,
+        "octet-svg",
+        b"<svg xmlns='http://www.w3.org/2000/svg'/>".to_vec(),
+        "application/octet-stream",
+    )
+    .await;
+    assert_eq!(r.status(), 415);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["code"],
+        "unsupported-image"
+    );
+    // A specific claim that is not an image type is still refused, as before.
+    let r = post_multipart(
+        &app,
+        "octet-text",
+        jpeg([1, 1, 1], 8).to_vec(),
+        "text/plain",
+    )
+    .await;
+    assert_eq!(r.status(), 415);
+}
+
+fn case(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/fixtures/imaging/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture")
+}
+
+#[tokio::test]
+async fn an_upload_without_its_jpeg_end_marker_completes_with_the_picture() {
+    let app = spawn_app(&jwt_env()).await;
+    // The top-left quadrant of the case file is red (220,30,30) in libjpeg's decoding.
+    let r = app
+        .client
+        .post(format!(
+            "{}/api/profile/image?x=0&y=0&width=64&height=64",
+            app.base
+        ))
+        .bearer_auth(token("eoi", 600))
+        .header("content-type", "image/jpeg")
+        .body(case("jpeg-missing-eoi.jpg"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 202);
+    let job: Value = r.json().await.expect("json");
+    let done = job_until_done(&app, "eoi", job["job_id"].as_str().expect("id")).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let key = app.key_for("eoi");
+    let avatar = app.get(&format!("/avatar/{key}?s=64")).await;
+    assert_eq!(avatar.headers()["x-avatar-source"], "upload");
+    assert!(close_to(
+        centre(&avatar.bytes().await.expect("b")).0,
+        [220, 30, 30]
+    ));
+}
+
+#[tokio::test]
+async fn a_display_p3_upload_is_served_in_srgb() {
+    let app = spawn_app(&jwt_env()).await;
+    // Top-left quadrant: stored (200,60,50) in Display P3, (217,41,38) in sRGB.
+    let r = app
+        .client
+        .post(format!(
+            "{}/api/profile/image?x=0&y=0&width=128&height=128",
+            app.base
+        ))
+        .bearer_auth(token("p3", 600))
+        .header("content-type", "image/png")
+        .body(case("p3-patches.png"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 202);
+    let job: Value = r.json().await.expect("json");
+    let done = job_until_done(&app, "p3", job["job_id"].as_str().expect("id")).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let key = app.key_for("p3");
+    for format in ["png", "webp", "jpg"] {
+        let avatar = app.get(&format!("/avatar/{key}.{format}?s=128")).await;
+        let (colour, _, _) = centre(&avatar.bytes().await.expect("b"));
+        assert!(
+            colour
+                .iter()
+                .zip([217, 41, 38])
+                .all(|(c, w)| c.abs_diff(w) <= 10),
+            "{format}: {colour:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_jpeg_with_thousands_of_progressive_scans_is_refused_at_once_with_a_clear_code() {
+    let app = spawn_app(&jwt_env()).await;
+    let r = app
+        .client
+        .post(format!("{}/v1/avatar", app.base))
+        .bearer_auth(token("scans", 600))
+        .header("content-type", "image/jpeg")
+        .body(case("progressive-5000-scans.jpg"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["code"], "image-too-complex", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .expect("message")
+            .contains("5001 scans"),
+        "{body}"
+    );
+    // The limit is a setting: raised, the scans pass, and the decode budget (here 1 MiB:
+    // the file's 7000x7000 coefficients need about 100 MiB) refuses it instead, still at once.
+    let mut env = jwt_env();
+    env.push(("AVATAR_MAX_JPEG_SCANS", "10000".into()));
+    env.push(("AVATAR_MAX_DECODE_BYTES", (1 << 20).to_string()));
+    let app = spawn_app(&env).await;
+    let r = app
+        .client
+        .post(format!("{}/v1/avatar", app.base))
+        .bearer_auth(token("scans", 600))
+        .header("content-type", "image/jpeg")
+        .body(case("progressive-5000-scans.jpg"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["code"], "image-too-complex", "{body}");
+    assert!(
+        body["message"].as_str().expect("message").contains("MiB"),
+        "{body}"
+    );
 }
