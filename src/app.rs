@@ -3,13 +3,10 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use metrics::Histogram;
-use metrics_exporter_prometheus::PrometheusHandle;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -19,54 +16,16 @@ use crate::cache::{DiskTier, Lifetimes};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::events::Notifier;
+use crate::http::{App, AppState, Metrics};
 use crate::imaging;
 use crate::jobs::JobContext;
-use crate::keys::{KeyDeriver, UserKey, load_or_create_secret};
+use crate::keys::{KeyDeriver, load_or_create_secret};
 use crate::repo::Repo;
 use crate::repo::sqlite::SqliteRepo;
 use crate::store::{BlobStore, ObjectBlobStore};
 use crate::uploads::Uploads;
 use crate::upstream::{Fetcher, Upstreams};
 use crate::webhooks::Deliverer;
-
-/// Shared application state: one `Arc`, cloned into every handler.
-#[derive(Clone)]
-pub struct AppState(Arc<App>);
-
-impl Deref for AppState {
-    type Target = App;
-    fn deref(&self) -> &App {
-        &self.0
-    }
-}
-
-/// Everything handlers need.
-pub struct App {
-    /// Effective settings.
-    pub settings: Arc<Settings>,
-    /// The resolver and its caches.
-    pub avatars: Avatars,
-    /// User id → public key.
-    pub keys: KeyDeriver,
-    /// SHA-256 of each service API key (compared in constant time).
-    pub api_key_digests: Vec<[u8; 32]>,
-    /// Base of the URLs handed out, without a trailing slash.
-    pub public_base_url: String,
-    /// Metadata store.
-    pub repo: Arc<dyn Repo>,
-    /// Time, injectable for tests.
-    pub clock: Arc<dyn Clock>,
-    /// Metric handles registered once (the hot path only records).
-    pub metrics: Metrics,
-    /// JWT verification; `None` when user authentication is not configured.
-    pub jwt: Option<crate::auth::jwt::JwtVerifier>,
-    /// Upload grants, direct uploads, job creation.
-    pub uploads: crate::uploads::Uploads,
-    /// Live events and the webhook outbox.
-    pub notifier: crate::events::Notifier,
-    /// Durable blobs (uploaded variants, originals waiting).
-    pub store: Arc<dyn BlobStore>,
-}
 
 /// Replaceable dependencies (tests inject a clock and a faulty store).
 #[derive(Default)]
@@ -75,39 +34,6 @@ pub struct Overrides {
     pub clock: Option<Arc<dyn Clock>>,
     /// Blob store; the local filesystem under the cache dir when `None`.
     pub store: Option<Arc<dyn BlobStore>>,
-}
-
-/// Pre-registered metric handles.
-pub struct Metrics {
-    /// Renders `/metrics`.
-    pub prometheus: PrometheusHandle,
-    /// Latency of `/avatar` responses.
-    pub serve_latency: Histogram,
-}
-
-impl App {
-    /// The public URL of a key's avatar, with `?v=` when the version is known.
-    pub fn avatar_url(&self, key: &UserKey, version: Option<&str>) -> String {
-        match version {
-            Some(v) => format!("{}/avatar/{key}?v={v}", self.public_base_url),
-            None => format!("{}/avatar/{key}", self.public_base_url),
-        }
-    }
-
-    /// URL of the default image for records without a usable id.
-    pub fn anonymous_avatar_url(&self) -> String {
-        format!("{}/avatar/anonymous", self.public_base_url)
-    }
-
-    /// Refresh the gauges of cache sizes (called when metrics are scraped).
-    pub fn publish_gauges(&self) {
-        let (memory_bytes, memory_entries) = self.avatars.memory_usage();
-        let disk = self.avatars.disk();
-        metrics::gauge!("avatar_cache_bytes", "tier" => "memory").set(memory_bytes as f64);
-        metrics::gauge!("avatar_cache_entries", "tier" => "memory").set(memory_entries as f64);
-        metrics::gauge!("avatar_cache_bytes", "tier" => "disk").set(disk.weighted_size() as f64);
-        metrics::gauge!("avatar_cache_entries", "tier" => "disk").set(disk.entry_count() as f64);
-    }
 }
 
 /// A built application, bound to its listener, ready to run.
@@ -275,7 +201,7 @@ impl Application {
             background.push(tokio::spawn(deliverer.run()));
         }
 
-        let state = AppState(Arc::new(App {
+        let state = AppState::new(App {
             jwt,
             uploads,
             notifier,
@@ -296,7 +222,7 @@ impl Application {
                 serve_latency: metrics::histogram!("avatar_serve_duration_seconds"),
             },
             settings: Arc::new(settings),
-        }));
+        });
 
         let rebuild = tokio::task::spawn_blocking({
             let disk = disk.clone();
@@ -349,7 +275,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         tracing::info!(address = %self.local_addr(), base_url = %self.state.public_base_url, "avatar-proxy listening");
-        let result = crate::routes::serve(self.listener, self.state.clone(), shutdown).await;
+        let result = crate::http::routes::serve(self.listener, self.state.clone(), shutdown).await;
         for task in self.background {
             task.abort();
         }

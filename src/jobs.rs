@@ -15,10 +15,10 @@ use sha2::{Digest, Sha256};
 use crate::avatars::Avatars;
 use crate::clock::{Clock, millis};
 use crate::config::{JobSettings, UploadSettings};
-use crate::error::{TRY_AGAIN, TRY_LATER};
 use crate::events::{EventKind, Notifier};
+use crate::fault::{TRY_AGAIN, TRY_LATER};
 use crate::imaging::{self, Crop, OutputFormat, Preferred};
-use crate::repo::{AvatarRecord, JobRecord, JobStatus, Repo};
+use crate::repo::{AvatarRecord, JobRecord, JobStatus, Repo, StoredVariant};
 use crate::store::BlobStore;
 use crate::uploads::temp_path;
 use crate::webhooks::signature::backoff;
@@ -27,23 +27,6 @@ use crate::webhooks::signature::backoff;
 pub const LEASE: Duration = Duration::from_secs(120);
 /// How often an idle worker looks for due jobs (it is also woken when a job is queued).
 const POLL: Duration = Duration::from_millis(250);
-
-/// One stored variant, as recorded in the avatar record and reported by the job.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct StoredVariant {
-    /// Square side.
-    pub size: u32,
-    /// Width.
-    pub width: u32,
-    /// Height.
-    pub height: u32,
-    /// `jpg`, `png` or `webp`.
-    pub format: String,
-    /// Encoded size.
-    pub bytes: usize,
-    /// Store path.
-    pub path: String,
-}
 
 /// Everything a worker needs.
 #[derive(Clone)]

@@ -118,6 +118,23 @@ pub struct JobRecord {
     pub updated_at: Millis,
 }
 
+/// One stored variant, as recorded in the avatar record and reported by the job.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct StoredVariant {
+    /// Square side.
+    pub size: u32,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+    /// `jpg`, `png` or `webp`.
+    pub format: String,
+    /// Encoded size.
+    pub bytes: usize,
+    /// Store path.
+    pub path: String,
+}
+
 /// A user's current upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AvatarRecord {

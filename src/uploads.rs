@@ -11,7 +11,6 @@ pub mod signing;
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -19,16 +18,64 @@ use serde_json::{Value, json};
 use crate::auth::User;
 use crate::clock::{Clock, millis};
 use crate::config::UploadSettings;
-use crate::error::ApiError;
 use crate::events::{EventKind, Notifier};
 use crate::imaging::{self, Crop, ImageKind};
 use crate::keys::UserKey;
-use crate::repo::{JobRecord, JobStatus, Repo, UploadRecord};
-use crate::store::BlobStore;
+use crate::repo::{JobRecord, JobStatus, Repo, RepoError, UploadRecord};
+use crate::store::{BlobStore, StoreError};
 use signing::{SignatureError, UploadGrant, UploadSigner};
 
 /// Accepted upload types.
 pub const ACCEPTED_TYPES: [&str; 3] = ["image/jpeg", "image/png", "image/webp"];
+
+/// Why an upload request was refused. The HTTP edge maps each to a status and a code; the
+/// messages are safe to show (no paths, no internal details beyond the two backend variants,
+/// whose text is only logged).
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The declared type is not one of [`ACCEPTED_TYPES`].
+    #[error("accepted types: image/jpeg, image/png, image/webp")]
+    UnsupportedType,
+    /// Larger than the limit (bytes).
+    #[error("images may have at most {0} bytes")]
+    TooLarge(u64),
+    /// The signed URL's expiry passed.
+    #[error("this upload URL has expired; request a new one")]
+    UrlExpired,
+    /// The signed URL was altered or is not ours.
+    #[error("the upload URL is not valid")]
+    InvalidSignature,
+    /// Declared or sniffed type differs from the grant's.
+    #[error("{0}")]
+    ContentTypeMismatch(String),
+    /// A signed URL is used once.
+    #[error("this upload URL was already used")]
+    AlreadyUploaded,
+    /// No such upload for this user.
+    #[error("upload not found")]
+    NotFound,
+    /// Processing was asked for before the bytes arrived.
+    #[error("the image has not been uploaded yet")]
+    Incomplete,
+    /// The original was swept.
+    #[error("the uploaded image is no longer available; upload it again")]
+    Expired,
+    /// Not a JPEG, PNG or WebP by its magic bytes.
+    #[error("upload a JPEG, PNG or WebP image")]
+    UnsupportedImage,
+    /// The image is broken or beyond the decode limits.
+    #[error("{0}")]
+    InvalidImage(String),
+    /// The crop is malformed or outside the image.
+    #[error("{0}")]
+    InvalidCrop(String),
+    /// The metadata store failed.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// The blob store failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
 
 /// Where an original waits for processing.
 pub fn temp_path(upload_id: &str) -> String {
@@ -116,7 +163,7 @@ impl Uploads {
         user: &User,
         content_type: &str,
         content_length: u64,
-    ) -> Result<GrantResponse, ApiError> {
+    ) -> Result<GrantResponse, UploadError> {
         let content_type = normalise_type(content_type)?;
         if content_length == 0 || content_length > self.settings.max_bytes {
             return Err(too_large(self.settings.max_bytes));
@@ -156,22 +203,16 @@ impl Uploads {
         query: &str,
         content_type: Option<&str>,
         body: Bytes,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), UploadError> {
         let now_secs = self.clock.now_millis() / 1000;
         let grant = self
             .signer
             .verify(upload_id, query, now_secs)
             .map_err(|e| match e {
-                SignatureError::Expired => ApiError::client(
-                    StatusCode::FORBIDDEN,
-                    "upload-url-expired",
-                    "this upload URL has expired; request a new one",
-                ),
-                SignatureError::Malformed | SignatureError::BadSignature => ApiError::client(
-                    StatusCode::FORBIDDEN,
-                    "invalid-signature",
-                    "the upload URL is not valid",
-                ),
+                SignatureError::Expired => UploadError::UrlExpired,
+                SignatureError::Malformed | SignatureError::BadSignature => {
+                    UploadError::InvalidSignature
+                }
             })?;
         if content_type
             .map(|t| {
@@ -184,39 +225,30 @@ impl Uploads {
             .as_deref()
             != Some(grant.content_type.as_str())
         {
-            return Err(ApiError::client(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "content-type-mismatch",
-                format!("send Content-Type: {}", grant.content_type),
-            ));
+            return Err(UploadError::ContentTypeMismatch(format!(
+                "send Content-Type: {}",
+                grant.content_type
+            )));
         }
         if body.len() as u64 > grant.max_bytes {
             return Err(too_large(grant.max_bytes));
         }
         let kind = self.check_image(&body)?;
         if kind_type(kind) != grant.content_type {
-            return Err(ApiError::client(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "content-type-mismatch",
-                format!(
-                    "the bytes are {}, not {}",
-                    kind_type(kind),
-                    grant.content_type
-                ),
-            ));
+            return Err(UploadError::ContentTypeMismatch(format!(
+                "the bytes are {}, not {}",
+                kind_type(kind),
+                grant.content_type
+            )));
         }
         let len = i64::try_from(body.len()).unwrap_or(i64::MAX);
         if !self.repo.mark_upload_received(upload_id, len).await? {
-            return Err(ApiError::client(
-                StatusCode::CONFLICT,
-                "already-uploaded",
-                "this upload URL was already used",
-            ));
+            return Err(UploadError::AlreadyUploaded);
         }
         self.store
             .put(&temp_path(upload_id), body)
             .await
-            .map_err(store_error)?;
+            .map_err(UploadError::Store)?;
         Ok(())
     }
 
@@ -226,29 +258,21 @@ impl Uploads {
         user: &User,
         upload_id: &str,
         crop: Option<Crop>,
-    ) -> Result<JobAccepted, ApiError> {
+    ) -> Result<JobAccepted, UploadError> {
         let upload = match self.repo.upload(upload_id).await? {
             Some(u) if u.user_key == user.key => u,
-            _ => return Err(ApiError::not_found("upload")),
+            _ => return Err(UploadError::NotFound),
         };
         if upload.received_bytes.is_none() {
-            return Err(ApiError::client(
-                StatusCode::CONFLICT,
-                "upload-incomplete",
-                "the image has not been uploaded yet",
-            ));
+            return Err(UploadError::Incomplete);
         }
         let original = self
             .store
             .get(&temp_path(upload_id))
             .await
             .map_err(|e| match e {
-                crate::store::StoreError::NotFound => ApiError::client(
-                    StatusCode::GONE,
-                    "upload-expired",
-                    "the uploaded image is no longer available; upload it again",
-                ),
-                other => store_error(other),
+                StoreError::NotFound => UploadError::Expired,
+                other => UploadError::Store(other),
             })?;
         self.validate_crop(&original, crop.as_ref())?;
         self.enqueue(&user.key, upload_id, crop).await
@@ -261,7 +285,7 @@ impl Uploads {
         declared_type: Option<&str>,
         body: Bytes,
         crop: Option<Crop>,
-    ) -> Result<JobAccepted, ApiError> {
+    ) -> Result<JobAccepted, UploadError> {
         if body.len() as u64 > self.settings.max_bytes {
             return Err(too_large(self.settings.max_bytes));
         }
@@ -288,7 +312,7 @@ impl Uploads {
         self.store
             .put(&temp_path(&upload_id), body)
             .await
-            .map_err(store_error)?;
+            .map_err(UploadError::Store)?;
         self.enqueue(&user.key, &upload_id, crop).await
     }
 
@@ -297,7 +321,7 @@ impl Uploads {
         key: &UserKey,
         upload_id: &str,
         crop: Option<Crop>,
-    ) -> Result<JobAccepted, ApiError> {
+    ) -> Result<JobAccepted, UploadError> {
         let now = self.clock.now_millis();
         let job_id = signing::new_upload_id();
         self.repo
@@ -335,47 +359,25 @@ impl Uploads {
     }
 
     /// Sniff and probe: a supported image within the limits, or a clear 4xx.
-    fn check_image(&self, body: &[u8]) -> Result<ImageKind, ApiError> {
-        let kind = imaging::sniff(body).ok_or_else(|| {
-            ApiError::client(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-image",
-                "upload a JPEG, PNG or WebP image",
-            )
-        })?;
+    fn check_image(&self, body: &[u8]) -> Result<ImageKind, UploadError> {
+        let kind = imaging::sniff(body).ok_or(UploadError::UnsupportedImage)?;
         if kind == ImageKind::Gif {
-            return Err(ApiError::client(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-image",
-                "upload a JPEG, PNG or WebP image",
-            ));
+            return Err(UploadError::UnsupportedImage);
         }
-        imaging::probe(body, &self.limits).map_err(|e| {
-            ApiError::client(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-image",
-                e.to_string(),
-            )
-        })?;
+        imaging::probe(body, &self.limits).map_err(|e| UploadError::InvalidImage(e.to_string()))?;
         Ok(kind)
     }
 
-    fn validate_crop(&self, original: &[u8], crop: Option<&Crop>) -> Result<(), ApiError> {
+    fn validate_crop(&self, original: &[u8], crop: Option<&Crop>) -> Result<(), UploadError> {
         let Some(crop) = crop else { return Ok(()) };
-        let probe = imaging::probe(original, &self.limits).map_err(|e| {
-            ApiError::client(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-image",
-                e.to_string(),
-            )
-        })?;
-        imaging::validate_crop(crop, &probe)
-            .map_err(|e| ApiError::bad_request("invalid-crop", e.to_string()))
+        let probe = imaging::probe(original, &self.limits)
+            .map_err(|e| UploadError::InvalidImage(e.to_string()))?;
+        imaging::validate_crop(crop, &probe).map_err(|e| UploadError::InvalidCrop(e.to_string()))
     }
 }
 
 /// Crop from JSON (`{"x","y","width","height"}`), strictly: numbers only.
-pub fn parse_crop(value: &Value) -> Result<Crop, ApiError> {
+pub fn parse_crop(value: &Value) -> Result<Crop, UploadError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Raw {
@@ -385,9 +387,8 @@ pub fn parse_crop(value: &Value) -> Result<Crop, ApiError> {
         height: u32,
     }
     let raw: Raw = serde_json::from_value(value.clone()).map_err(|_| {
-        ApiError::bad_request(
-            "invalid-crop",
-            "crop needs whole, non-negative numbers x, y, width and height",
+        UploadError::InvalidCrop(
+            "crop needs whole, non-negative numbers x, y, width and height".into(),
         )
     })?;
     Ok(Crop {
@@ -398,7 +399,7 @@ pub fn parse_crop(value: &Value) -> Result<Crop, ApiError> {
     })
 }
 
-fn normalise_type(raw: &str) -> Result<&'static str, ApiError> {
+fn normalise_type(raw: &str) -> Result<&'static str, UploadError> {
     let t = raw
         .split(';')
         .next()
@@ -414,13 +415,7 @@ fn normalise_type(raw: &str) -> Result<&'static str, ApiError> {
         .iter()
         .copied()
         .find(|a| *a == t)
-        .ok_or_else(|| {
-            ApiError::client(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-type",
-                "accepted types: image/jpeg, image/png, image/webp",
-            )
-        })
+        .ok_or(UploadError::UnsupportedType)
 }
 
 fn kind_type(kind: ImageKind) -> &'static str {
@@ -432,15 +427,6 @@ fn kind_type(kind: ImageKind) -> &'static str {
     }
 }
 
-fn too_large(max: u64) -> ApiError {
-    ApiError::client(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "too-large",
-        format!("images may have at most {max} bytes"),
-    )
-}
-
-fn store_error(e: crate::store::StoreError) -> ApiError {
-    tracing::error!(error = %e, "blob store failed");
-    ApiError::unavailable("store-unavailable", "the image store is unavailable")
+fn too_large(max: u64) -> UploadError {
+    UploadError::TooLarge(max)
 }

@@ -15,7 +15,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderValue, StatusCode};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -284,11 +283,10 @@ impl Avatars {
             .clone()
             .unwrap_or_else(|| http_date(meta.validated_at));
         let rendition = Rendition {
-            status: StatusCode::OK,
-            content_type: HeaderValue::from_str(&entry.meta.content_type)
-                .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+            found: true,
+            content_type: format_content_type(entry.meta.content_type.trim_start_matches("image/")),
             etag: etag_from_digest(&entry.digest()),
-            last_modified: HeaderValue::from_str(&last_modified).ok(),
+            last_modified: Some(Arc::from(last_modified)),
             source: SourceKind::Upstream,
             version: Some(version_of(&copy.entry)),
             source_key: Some(copy.key.clone()),
@@ -611,10 +609,10 @@ impl Avatars {
         };
         let digest = hex::encode(Sha256::digest(&bytes));
         let rendition = Rendition {
-            status: StatusCode::OK,
-            content_type: HeaderValue::from_static(content_type),
+            found: true,
+            content_type,
             etag: etag_from_digest(&digest),
-            last_modified: HeaderValue::from_str(&http_date(upload.updated_at)).ok(),
+            last_modified: Some(Arc::from(http_date(upload.updated_at))),
             source: SourceKind::Upload,
             version: Some(Arc::from(upload.version.as_str())),
             source_key: None,
@@ -714,8 +712,8 @@ impl Avatars {
             .map_err(Arc::new)?;
         let digest = hex::encode(Sha256::digest(&encoded.bytes));
         let rendition = Rendition {
-            status: StatusCode::OK,
-            content_type: HeaderValue::from_static(encoded.format.content_type()),
+            found: true,
+            content_type: encoded.format.content_type(),
             etag: etag_from_digest(&digest),
             last_modified: None,
             source: SourceKind::Default,
@@ -794,7 +792,7 @@ enum SourceBytes {
 #[derive(Debug)]
 struct Upload {
     version: String,
-    variants: Vec<crate::jobs::StoredVariant>,
+    variants: Vec<crate::repo::StoredVariant>,
     updated_at: Millis,
 }
 
@@ -838,10 +836,10 @@ fn not_found_rendition(fresh_until: Millis) -> Rendition {
         br#"{"code":"not-found","message":"no avatar for this key","user_message":"No picture"}"#,
     );
     Rendition {
-        status: StatusCode::NOT_FOUND,
+        found: false,
         etag: etag_from_digest(&hex::encode(Sha256::digest(&body))),
         bytes: body,
-        content_type: HeaderValue::from_static("application/json"),
+        content_type: "application/json",
         last_modified: None,
         source: SourceKind::Default,
         version: None,

@@ -13,13 +13,13 @@
 use std::fmt;
 use std::time::Duration;
 
-use axum::http::{HeaderName, HeaderValue};
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::general_purpose::STANDARD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use hmac::{Hmac, Mac};
 use rand::RngCore as _;
+use reqwest::header::{HeaderName, HeaderValue};
 use sha2::Sha256;
 use subtle::ConstantTimeEq as _;
 
@@ -170,7 +170,7 @@ pub fn headers(
     msg_id: &str,
     timestamp: i64,
     body: &[u8],
-) -> Result<[(HeaderName, HeaderValue); 3], axum::http::header::InvalidHeaderValue> {
+) -> Result<[(HeaderName, HeaderValue); 3], reqwest::header::InvalidHeaderValue> {
     let id = HeaderValue::from_str(msg_id)?;
     let signature = HeaderValue::from_str(&secret.sign(msg_id, timestamp, body))?;
     Ok([

@@ -23,8 +23,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::app::AppState;
-use crate::error::ApiError;
+use super::error::{ApiError, log_errors};
+use super::state::AppState;
 
 /// The whole application router (without the outer middleware; see [`serve`]).
 pub fn router(state: AppState) -> Router {
@@ -58,6 +58,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let service = tower::ServiceBuilder::new()
         .map_response(|r: axum::http::Response<_>| r.map(axum::body::Body::new))
+        // Outside everything that can fail, panics included: each error response logged once.
+        .layer(axum::middleware::from_fn(log_errors))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("handler panicked", &"panic").into_response_owned()
         }))

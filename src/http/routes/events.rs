@@ -18,10 +18,9 @@ use axum::routing::get;
 use futures::{SinkExt, Stream, StreamExt};
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::app::AppState;
 use crate::auth::User;
-use crate::error::ApiError;
 use crate::events::Event;
+use crate::http::{ApiError, AppState};
 use crate::keys::UserKey;
 
 /// Routes of this module.

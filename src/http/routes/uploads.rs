@@ -14,9 +14,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::app::AppState;
 use crate::auth::User;
-use crate::error::{ApiError, ApiResult};
+use crate::http::AppState;
+use crate::http::{ApiError, ApiResult};
 use crate::imaging::Crop;
 use crate::uploads::parse_crop;
 
@@ -178,7 +178,7 @@ fn crop_from_query(query: Option<&str>) -> Result<Option<Crop>, ApiError> {
     if found.is_empty() {
         return Ok(None);
     }
-    parse_crop(&Value::Object(found)).map(Some)
+    Ok(parse_crop(&Value::Object(found)).map(Some)?)
 }
 
 async fn job_status(

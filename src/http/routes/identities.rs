@@ -5,19 +5,16 @@
 //! - `DELETE /v1/cache/{key}`: purge a key's cached upstream copies and variants.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use axum::routing::{delete, post, put};
 use axum::{Json, Router};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
-use crate::app::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::http::extract::ServiceCaller;
+use crate::http::{ApiError, ApiResult, AppState};
 use crate::keys::UserKey;
 use crate::repo::Identity;
 
@@ -33,35 +30,6 @@ pub fn router() -> Router<AppState> {
         )
         .route("/v1/identities/{user_id}", put(register_one))
         .route("/v1/cache/{key}", delete(purge))
-}
-
-/// A backend service, authenticated by one of `AVATAR_API_KEYS`.
-pub struct ServiceCaller;
-
-impl FromRequestParts<AppState> for ServiceCaller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::unauthorized("a service API key is required"))?;
-        // Compare digests in constant time, and look at every key, so timing reveals nothing.
-        let presented = Sha256::digest(token.trim().as_bytes());
-        let matched = state
-            .api_key_digests
-            .iter()
-            .fold(subtle::Choice::from(0), |acc, k| {
-                acc | k.ct_eq(presented.as_slice())
-            });
-        if bool::from(matched) {
-            Ok(ServiceCaller)
-        } else {
-            Err(ApiError::unauthorized("invalid service API key"))
-        }
-    }
 }
 
 /// How much fetching a rewrite call asks for.

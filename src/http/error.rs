@@ -1,13 +1,21 @@
 //! The one error type of the HTTP edge: every failure leaves as
 //! `{"code", "message", "user_message"}` with the right status, and is logged once, here.
 //!
-//! Subsystems keep their own `thiserror` enums; they become an [`ApiError`] through `From`
+//! Services keep their own `thiserror` enums; they become an [`ApiError`] through `From`
 //! conversions that decide what a client may learn. Internal details (paths, upstream URLs,
-//! database messages) are logged, never returned.
+//! database messages) travel in the response's extensions to [`log_errors`], the one layer that
+//! logs them, and never reach the body.
+
+use std::sync::Arc;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+
+pub use crate::fault::{TRY_AGAIN, TRY_LATER};
+use crate::repo::RepoError;
+use crate::store::StoreError;
+use crate::uploads::UploadError;
 
 /// What a client is told.
 #[derive(Debug)]
@@ -17,12 +25,20 @@ pub struct ApiError {
     message: String,
     user_message: &'static str,
     www_authenticate: Option<&'static str>,
+    /// What went wrong on our side, for the log only.
+    cause: Option<String>,
 }
 
-/// Shown to people when the fault is ours or transient.
-pub const TRY_LATER: &str = "Try again later";
-/// Shown to people when their input was wrong.
-pub const TRY_AGAIN: &str = "Try again";
+/// Attached to every error response so [`log_errors`] can log it once, with its cause.
+#[derive(Debug, Clone)]
+pub struct LoggedError {
+    /// Machine-readable code.
+    pub code: &'static str,
+    /// The message the client got.
+    pub message: String,
+    /// The internal cause, when there is one (never sent to the client).
+    pub cause: Option<Arc<str>>,
+}
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -40,6 +56,7 @@ impl ApiError {
             message: message.into(),
             user_message: TRY_AGAIN,
             www_authenticate: None,
+            cause: None,
         }
     }
 
@@ -63,20 +80,21 @@ impl ApiError {
             status: StatusCode::UNAUTHORIZED,
             code: "unauthorized",
             message: message.into(),
-            user_message: "Sign in again",
+            user_message: crate::fault::SIGN_IN_AGAIN,
             www_authenticate: Some("Bearer"),
+            cause: None,
         }
     }
 
-    /// A fault on our side: logged with its cause, reported without it.
+    /// A fault on our side: reported without its cause, which [`log_errors`] logs.
     pub fn internal(context: &str, cause: &dyn std::fmt::Display) -> Self {
-        tracing::error!(%cause, "{context}");
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "internal",
             message: "the service failed to handle this request".into(),
             user_message: TRY_LATER,
             www_authenticate: None,
+            cause: Some(format!("{context}: {cause}")),
         }
     }
 
@@ -88,7 +106,14 @@ impl ApiError {
             message: message.into(),
             user_message: TRY_LATER,
             www_authenticate: None,
+            cause: None,
         }
+    }
+
+    /// Record the internal cause (logged once by [`log_errors`], never sent).
+    pub fn caused_by(mut self, cause: &dyn std::fmt::Display) -> Self {
+        self.cause = Some(cause.to_string());
+        self
     }
 
     /// Override the human-facing message.
@@ -110,9 +135,6 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_client_error() {
-            tracing::debug!(status = %self.status, code = self.code, message = %self.message, "request refused");
-        }
         let body = Body {
             code: self.code,
             message: &self.message,
@@ -128,14 +150,66 @@ impl IntoResponse for ApiError {
         response
             .headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response.extensions_mut().insert(LoggedError {
+            code: self.code,
+            message: self.message,
+            cause: self.cause.map(Arc::from),
+        });
         response
     }
 }
 
-impl From<crate::repo::RepoError> for ApiError {
-    fn from(e: crate::repo::RepoError) -> Self {
-        tracing::error!(error = %e, "metadata store failed");
+/// The layer that logs every error response once: server faults as errors with their cause,
+/// refusals at debug level (a client's mistake is not an operator's problem).
+pub async fn log_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(e) = response.extensions().get::<LoggedError>() {
+        let status = response.status();
+        if status.is_server_error() {
+            tracing::error!(%status, code = e.code, cause = e.cause.as_deref().unwrap_or(""), "request failed");
+        } else {
+            tracing::debug!(%status, code = e.code, message = %e.message, "request refused");
+        }
+    }
+    response
+}
+
+impl From<RepoError> for ApiError {
+    fn from(e: RepoError) -> Self {
         ApiError::unavailable("metadata-unavailable", "the metadata store is unavailable")
+            .caused_by(&e)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::unavailable("store-unavailable", "the image store is unavailable").caused_by(&e)
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> Self {
+        use UploadError as U;
+        let message = e.to_string();
+        let (status, code) = match e {
+            U::Repo(e) => return e.into(),
+            U::Store(e) => return e.into(),
+            U::UnsupportedType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-type"),
+            U::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too-large"),
+            U::UrlExpired => (StatusCode::FORBIDDEN, "upload-url-expired"),
+            U::InvalidSignature => (StatusCode::FORBIDDEN, "invalid-signature"),
+            U::ContentTypeMismatch(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "content-type-mismatch")
+            }
+            U::AlreadyUploaded => (StatusCode::CONFLICT, "already-uploaded"),
+            U::NotFound => (StatusCode::NOT_FOUND, "not-found"),
+            U::Incomplete => (StatusCode::CONFLICT, "upload-incomplete"),
+            U::Expired => (StatusCode::GONE, "upload-expired"),
+            U::UnsupportedImage => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-image"),
+            U::InvalidImage(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-image"),
+            U::InvalidCrop(_) => (StatusCode::BAD_REQUEST, "invalid-crop"),
+        };
+        ApiError::client(status, code, message)
     }
 }
 
