@@ -116,6 +116,7 @@ impl Application {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
+        let pool = imaging::ImagePool::new(workers);
         let default = DefaultChoice::parse(&settings.images.default_image)
             .context("images.default_image is invalid")?;
         let avatars = Avatars::new(
@@ -137,7 +138,7 @@ impl Application {
             repo.clone(),
             store.clone(),
             clock.clone(),
-            workers,
+            pool.clone(),
         );
 
         let addr = settings.listen_addr().map_err(anyhow::Error::msg)?;
@@ -176,6 +177,7 @@ impl Application {
                 repo: repo.clone(),
                 store: store.clone(),
                 avatars: avatars.clone(),
+                pool: pool.clone(),
                 notifier: notifier.clone(),
                 clock: clock.clone(),
                 jobs: settings.jobs.clone(),

@@ -35,8 +35,10 @@ pub struct JobContext {
     pub repo: Arc<dyn Repo>,
     /// Durable blobs.
     pub store: Arc<dyn BlobStore>,
-    /// Image work and cache invalidation.
+    /// Cache invalidation and decode limits.
     pub avatars: Avatars,
+    /// The image worker pool (shared with serving).
+    pub pool: imaging::ImagePool,
     /// Events.
     pub notifier: Notifier,
     /// Time.
@@ -113,8 +115,8 @@ impl JobContext {
         let sizes = self.uploads.variant_sizes.clone();
         let limits = self.avatars.settings().limits;
         let rendered = self
-            .avatars
-            .image_work(move || {
+            .pool
+            .run(move || {
                 imaging::render(
                     &original,
                     &limits,
@@ -125,7 +127,7 @@ impl JobContext {
             })
             .await
             .map_err(|e| match e {
-                crate::avatars::resolver::ResolveError::Imaging(e) if e.is_client_fault() => {
+                imaging::PoolError::Imaging(e) if e.is_client_fault() => {
                     Failure::Invalid(e.to_string())
                 }
                 other => Failure::Transient(other.to_string()),
