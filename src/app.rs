@@ -18,7 +18,7 @@ use crate::config::Settings;
 use crate::events::Notifier;
 use crate::http::{App, AppState, Metrics};
 use crate::imaging;
-use crate::jobs::JobContext;
+use crate::jobs::{Backoff, DeliverWebhook, ProcessUpload, Runner, RunnerSettings, Sweep};
 use crate::keys::{KeyDeriver, load_or_create_secret};
 use crate::repo::Repo;
 use crate::repo::sqlite::SqliteRepo;
@@ -26,6 +26,9 @@ use crate::store::{BlobStore, ObjectBlobStore};
 use crate::uploads::Uploads;
 use crate::upstream::{Fetcher, Upstreams};
 use crate::webhooks::Deliverer;
+
+/// How often idle job workers look for due jobs (they are also woken when one is queued).
+const JOB_POLL: Duration = Duration::from_millis(250);
 
 /// Replaceable dependencies (tests inject a clock and a faulty store).
 #[derive(Default)]
@@ -40,6 +43,9 @@ pub struct Overrides {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// Runs every job; drained at shutdown.
+    runner: Runner,
+    /// Tasks with nothing to finish (metrics upkeep, the disk index rebuild): aborted at shutdown.
     background: Vec<JoinHandle<()>>,
 }
 
@@ -171,37 +177,62 @@ impl Application {
             public_base_url.clone(),
             wake_jobs.clone(),
         );
-        let mut background = Vec::new();
-        for _ in 0..settings.jobs.workers {
-            background.push(tokio::spawn(crate::jobs::run_worker(JobContext {
-                repo: repo.clone(),
-                store: store.clone(),
-                avatars: avatars.clone(),
-                pool: pool.clone(),
-                notifier: notifier.clone(),
-                clock: clock.clone(),
-                jobs: settings.jobs.clone(),
-                uploads: settings.uploads.clone(),
-                base_url: public_base_url.clone(),
-                wake: wake_jobs.clone(),
-            })));
-        }
-        if let Some(_url) = &webhook_url {
+        let mut runner = Runner::new(
+            clock.clone(),
+            RunnerSettings {
+                lease: settings.jobs.lease,
+                heartbeat: settings.jobs.heartbeat,
+                poll: JOB_POLL,
+                backoff: Backoff {
+                    base: settings.jobs.retry_base,
+                    max: settings.jobs.retry_max,
+                },
+            },
+        );
+        let process_upload = ProcessUpload {
+            repo: repo.clone(),
+            store: store.clone(),
+            avatars: avatars.clone(),
+            pool: pool.clone(),
+            notifier: notifier.clone(),
+            clock: clock.clone(),
+            max_attempts: settings.jobs.max_attempts,
+            uploads: settings.uploads.clone(),
+            base_url: public_base_url.clone(),
+        };
+        runner.spawn(Arc::new(process_upload), settings.jobs.workers, wake_jobs);
+        if webhook_url.is_some() {
             let deliverer = Deliverer::new(
-                repo.clone(),
-                clock.clone(),
                 settings.webhooks.secret.expose(),
                 settings.webhooks.allow_private,
-                settings.webhooks.max_attempts,
-                notifier.webhook_signal(),
             )
             .map_err(|e| {
                 anyhow::anyhow!(
                     "invalid configuration: webhooks.secret (AVATAR_WEBHOOK_SECRET): {e}"
                 )
             })?;
-            background.push(tokio::spawn(deliverer.run()));
+            let deliver = DeliverWebhook {
+                repo: repo.clone(),
+                deliverer,
+                clock: clock.clone(),
+                max_attempts: settings.webhooks.max_attempts,
+            };
+            runner.spawn(Arc::new(deliver), 1, notifier.webhook_signal());
         }
+        let sweep = Sweep {
+            avatars: avatars.clone(),
+            store: store.clone(),
+            temp_retention: settings.uploads.temp_retention,
+        };
+        runner.every(
+            "sweep-temporary-data",
+            settings.cache.cleanup_interval.max(Duration::from_secs(1)),
+            move || {
+                let sweep = sweep.clone();
+                async move { sweep.run().await }
+            },
+        );
+        let mut background = Vec::new();
 
         let state = AppState::new(App {
             jwt,
@@ -233,7 +264,6 @@ impl Application {
                 tracing::info!(entries, "disk cache index rebuilt");
             }
         });
-        background.push(tokio::spawn(cleanup_loop(state.clone())));
         // The recorder keeps histogram samples until upkeep drains them: without a scraper,
         // they would pile up for ever.
         let prometheus = state.metrics.prometheus.clone();
@@ -250,6 +280,7 @@ impl Application {
         Ok(Self {
             listener,
             state,
+            runner,
             background,
         })
     }
@@ -278,44 +309,15 @@ impl Application {
     ) -> std::io::Result<()> {
         tracing::info!(address = %self.local_addr(), base_url = %self.state.public_base_url, "avatar-proxy listening");
         let result = crate::http::routes::serve(self.listener, self.state.clone(), shutdown).await;
+        // Jobs in progress finish (up to the drain timeout); nothing new is claimed.
+        self.runner
+            .drain(self.state.settings.jobs.drain_timeout)
+            .await;
         for task in self.background {
             task.abort();
         }
         tracing::info!("avatar-proxy stopped");
         result
-    }
-}
-
-/// Periodic housekeeping: orphaned cache content and temp files, gauges.
-async fn cleanup_loop(state: AppState) {
-    let period = state
-        .settings
-        .cache
-        .cleanup_interval
-        .max(Duration::from_secs(1));
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let disk = state.avatars.disk().clone();
-        let removed =
-            tokio::task::spawn_blocking(move || disk.collect_garbage(Duration::from_secs(600)))
-                .await
-                .unwrap_or(0);
-        if removed > 0 {
-            tracing::info!(removed, "cache cleanup removed orphaned files");
-        }
-        match state
-            .store
-            .delete_older_than("tmp", state.settings.uploads.temp_retention)
-            .await
-        {
-            Ok(0) => {}
-            Ok(swept) => tracing::info!(swept, "swept expired upload originals"),
-            Err(e) => tracing::warn!(error = %e, "could not sweep upload originals"),
-        }
-        state.publish_gauges();
     }
 }
 

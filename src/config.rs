@@ -269,9 +269,23 @@ pub struct JobSettings {
     pub max_attempts: u32,
     /// Workers on this replica (`AVATAR_JOB_WORKERS`).
     pub workers: usize,
-    /// First retry delay (`AVATAR_JOB_RETRY_BASE`).
+    /// First retry delay (`AVATAR_JOB_RETRY_BASE`); the one backoff policy of every job.
     #[serde(with = "human_duration")]
     pub retry_base: Duration,
+    /// Longest retry delay (`AVATAR_JOB_RETRY_MAX`).
+    #[serde(with = "human_duration")]
+    pub retry_max: Duration,
+    /// How long a claimed job is held without a heartbeat (`AVATAR_JOB_LEASE`): after a crash,
+    /// another runner takes the job over once it runs out.
+    #[serde(with = "human_duration")]
+    pub lease: Duration,
+    /// How often a running job renews its lease (`AVATAR_JOB_HEARTBEAT`); below the lease.
+    #[serde(with = "human_duration")]
+    pub heartbeat: Duration,
+    /// At shutdown, how long running jobs may finish before they are cut
+    /// (`AVATAR_JOB_DRAIN_TIMEOUT`).
+    #[serde(with = "human_duration")]
+    pub drain_timeout: Duration,
 }
 
 /// `[webhooks]`.
@@ -409,6 +423,10 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("AVATAR_JOB_MAX_ATTEMPTS", "jobs.max_attempts", Kind::Int),
     ("AVATAR_JOB_WORKERS", "jobs.workers", Kind::Int),
     ("AVATAR_JOB_RETRY_BASE", "jobs.retry_base", Kind::Str),
+    ("AVATAR_JOB_RETRY_MAX", "jobs.retry_max", Kind::Str),
+    ("AVATAR_JOB_LEASE", "jobs.lease", Kind::Str),
+    ("AVATAR_JOB_HEARTBEAT", "jobs.heartbeat", Kind::Str),
+    ("AVATAR_JOB_DRAIN_TIMEOUT", "jobs.drain_timeout", Kind::Str),
     ("AVATAR_WEBHOOK_URL", "webhooks.url", Kind::Str),
     ("AVATAR_WEBHOOK_SECRET", "webhooks.secret", Kind::Str),
     (
@@ -550,6 +568,15 @@ impl Settings {
         }
         if uploads.max_bytes < 1024 {
             return Err(invalid(key("uploads.max_bytes"), "must be at least 1024"));
+        }
+        if self.jobs.lease < Duration::from_secs(1) {
+            return Err(invalid(key("jobs.lease"), "must be at least 1s"));
+        }
+        if self.jobs.heartbeat.is_zero() || self.jobs.heartbeat >= self.jobs.lease {
+            return Err(invalid(
+                key("jobs.heartbeat"),
+                "must be above 0 and below jobs.lease",
+            ));
         }
         if self.jobs.max_attempts == 0 {
             return Err(invalid(key("jobs.max_attempts"), "must be at least 1"));

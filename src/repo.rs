@@ -108,6 +108,8 @@ pub struct JobRecord {
     pub run_at: Millis,
     /// Lease end while processing.
     pub locked_until: Option<Millis>,
+    /// The runner holding the lease while processing.
+    pub locked_by: Option<String>,
     /// Result JSON when completed.
     pub result: Option<String>,
     /// Error JSON when failed (or the last transient error while retrying).
@@ -186,14 +188,23 @@ pub trait Repo: Send + Sync + 'static {
     /// Look up a job.
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, RepoError>;
     /// Take the oldest due job (queued and due, or processing with an expired lease), counting
-    /// an attempt and holding it until `lease_until`.
+    /// an attempt and holding it for `owner` until `lease_until`.
     async fn claim_job(
         &self,
         now: Millis,
         lease_until: Millis,
+        owner: &str,
     ) -> Result<Option<JobRecord>, RepoError>;
-    /// Store a job's new state (status, attempts, run_at, result, error, lease).
-    async fn update_job(&self, job: &JobRecord) -> Result<(), RepoError>;
+    /// Extend the lease of a job `owner` still holds; `false` when it lost it.
+    async fn renew_job(
+        &self,
+        job_id: &str,
+        owner: &str,
+        lease_until: Millis,
+    ) -> Result<bool, RepoError>;
+    /// Settle a job `owner` still holds: store its new state (status, run_at, result, error) and
+    /// release the lease; `false` (and nothing written) when another runner holds it now.
+    async fn update_job(&self, job: &JobRecord, owner: &str) -> Result<bool, RepoError>;
 
     /// Make an upload current; returns the one it replaced.
     async fn set_avatar(&self, avatar: &AvatarRecord) -> Result<Option<AvatarRecord>, RepoError>;
@@ -204,17 +215,32 @@ pub trait Repo: Send + Sync + 'static {
 
     /// Persist a webhook message (before any delivery attempt).
     async fn enqueue_webhook(&self, message: &OutboxMessage, now: Millis) -> Result<(), RepoError>;
-    /// Messages due for delivery.
+    /// Messages due for delivery (not leased).
     async fn due_webhooks(&self, now: Millis, limit: i64) -> Result<Vec<OutboxMessage>, RepoError>;
-    /// Delivered (or given up): remove from the outbox.
-    async fn remove_webhook(&self, message_id: &str) -> Result<(), RepoError>;
-    /// Schedule the next attempt.
+    /// Take the oldest due message, counting an attempt and holding it for `owner` until
+    /// `lease_until` (it is not due meanwhile).
+    async fn claim_webhook(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        owner: &str,
+    ) -> Result<Option<OutboxMessage>, RepoError>;
+    /// Extend the lease of a message `owner` holds; `false` when it lost it.
+    async fn renew_webhook(
+        &self,
+        message_id: &str,
+        owner: &str,
+        lease_until: Millis,
+    ) -> Result<bool, RepoError>;
+    /// Delivered (or given up): remove a message `owner` holds; `false` when it lost it.
+    async fn remove_webhook(&self, message_id: &str, owner: &str) -> Result<bool, RepoError>;
+    /// Release a message `owner` holds until its next attempt; `false` when it lost it.
     async fn retry_webhook(
         &self,
         message_id: &str,
-        attempts: u32,
+        owner: &str,
         next_attempt: Millis,
-    ) -> Result<(), RepoError>;
+    ) -> Result<bool, RepoError>;
     /// Disable an endpoint (it answered 410).
     async fn disable_endpoint(&self, endpoint: &str, now: Millis) -> Result<(), RepoError>;
     /// Whether an endpoint is disabled.
@@ -295,6 +321,7 @@ pub mod contract {
             attempts: 0,
             run_at: 100,
             locked_until: None,
+            locked_by: None,
             result: None,
             error: None,
             created_at: 1,
@@ -302,30 +329,52 @@ pub mod contract {
         };
         repo.enqueue_job(&job).await.expect("enqueue");
         assert_eq!(
-            repo.claim_job(99, 200).await.expect("claim"),
+            repo.claim_job(99, 200, "a").await.expect("claim"),
             None,
             "not due yet"
         );
-        let claimed = repo.claim_job(100, 200).await.expect("claim").expect("due");
+        let claimed = repo
+            .claim_job(100, 200, "a")
+            .await
+            .expect("claim")
+            .expect("due");
         assert_eq!(claimed.status, JobStatus::Processing);
         assert_eq!(claimed.attempts, 1);
+        assert_eq!(claimed.locked_by.as_deref(), Some("a"));
         assert_eq!(
-            repo.claim_job(150, 250).await.expect("claim"),
+            repo.claim_job(150, 250, "b").await.expect("claim"),
             None,
             "leased"
         );
+        assert!(repo.renew_job(&job.job_id, "a", 260).await.expect("renew"));
+        assert_eq!(
+            repo.claim_job(210, 300, "b").await.expect("claim"),
+            None,
+            "the heartbeat extended the lease"
+        );
         let reclaimed = repo
-            .claim_job(200, 300)
+            .claim_job(260, 360, "b")
             .await
             .expect("claim")
             .expect("lease expired");
         assert_eq!(reclaimed.attempts, 2);
+        assert!(
+            !repo.renew_job(&job.job_id, "a", 400).await.expect("renew"),
+            "the old owner lost its lease"
+        );
         let mut done = reclaimed.clone();
         done.status = JobStatus::Completed;
         done.result = Some("{}".into());
         done.locked_until = None;
-        repo.update_job(&done).await.expect("update");
-        assert_eq!(repo.claim_job(10_000, 20_000).await.expect("claim"), None);
+        assert!(
+            !repo.update_job(&done, "a").await.expect("update"),
+            "the old owner cannot settle a job it lost"
+        );
+        assert!(repo.update_job(&done, "b").await.expect("update"));
+        assert_eq!(
+            repo.claim_job(10_000, 20_000, "c").await.expect("claim"),
+            None
+        );
         assert_eq!(
             repo.job(&job.job_id)
                 .await
@@ -374,10 +423,34 @@ pub mod contract {
             repo.due_webhooks(5, 10).await.expect("due"),
             vec![message.clone()]
         );
-        repo.retry_webhook("msg_1", 1, 50).await.expect("retry");
+        let claimed = repo
+            .claim_webhook(5, 30, "a")
+            .await
+            .expect("claim")
+            .expect("due");
+        assert_eq!(claimed.attempts, 1);
+        assert!(
+            repo.due_webhooks(29, 10).await.expect("due").is_empty(),
+            "leased"
+        );
+        assert!(
+            !repo.retry_webhook("msg_1", "b", 50).await.expect("retry"),
+            "only the owner settles"
+        );
+        assert!(repo.retry_webhook("msg_1", "a", 50).await.expect("retry"));
         assert!(repo.due_webhooks(49, 10).await.expect("due").is_empty());
         assert_eq!(repo.due_webhooks(50, 10).await.expect("due")[0].attempts, 1);
-        repo.remove_webhook("msg_1").await.expect("remove");
+        assert!(
+            !repo.remove_webhook("msg_1", "a").await.expect("remove"),
+            "released: no owner until claimed again"
+        );
+        let again = repo
+            .claim_webhook(50, 80, "b")
+            .await
+            .expect("claim")
+            .expect("due");
+        assert_eq!(again.attempts, 2);
+        assert!(repo.remove_webhook("msg_1", "b").await.expect("remove"));
         assert!(repo.due_webhooks(1000, 10).await.expect("due").is_empty());
         assert!(
             !repo

@@ -77,9 +77,12 @@ pub enum UploadError {
     Store(StoreError),
 }
 
+/// The store folder where originals wait for processing (swept after `AVATAR_TEMP_RETENTION`).
+pub const TEMP_PREFIX: &str = "tmp";
+
 /// Where an original waits for processing.
 pub fn temp_path(upload_id: &str) -> String {
-    format!("tmp/{upload_id}")
+    format!("{TEMP_PREFIX}/{upload_id}")
 }
 
 /// The answer to `POST /v1/uploads`.
@@ -336,6 +339,7 @@ impl Uploads {
                 attempts: 0,
                 run_at: now,
                 locked_until: None,
+                locked_by: None,
                 result: None,
                 error: None,
                 created_at: now,

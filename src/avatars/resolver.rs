@@ -160,6 +160,16 @@ impl Avatars {
         (self.0.memory.weighted_size(), self.0.memory.entry_count())
     }
 
+    /// Refresh the gauges of cache sizes (when metrics are scraped, and by the sweep).
+    pub fn publish_gauges(&self) {
+        let (memory_bytes, memory_entries) = self.memory_usage();
+        let disk = self.disk();
+        metrics::gauge!("avatar_cache_bytes", "tier" => "memory").set(memory_bytes as f64);
+        metrics::gauge!("avatar_cache_entries", "tier" => "memory").set(memory_entries as f64);
+        metrics::gauge!("avatar_cache_bytes", "tier" => "disk").set(disk.weighted_size() as f64);
+        metrics::gauge!("avatar_cache_entries", "tier" => "disk").set(disk.entry_count() as f64);
+    }
+
     /// The allow-list.
     pub fn upstreams(&self) -> &crate::upstream::Upstreams {
         self.0.fetcher.upstreams()

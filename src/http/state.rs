@@ -84,11 +84,6 @@ impl App {
 
     /// Refresh the gauges of cache sizes (called when metrics are scraped).
     pub fn publish_gauges(&self) {
-        let (memory_bytes, memory_entries) = self.avatars.memory_usage();
-        let disk = self.avatars.disk();
-        metrics::gauge!("avatar_cache_bytes", "tier" => "memory").set(memory_bytes as f64);
-        metrics::gauge!("avatar_cache_entries", "tier" => "memory").set(memory_entries as f64);
-        metrics::gauge!("avatar_cache_bytes", "tier" => "disk").set(disk.weighted_size() as f64);
-        metrics::gauge!("avatar_cache_entries", "tier" => "disk").set(disk.entry_count() as f64);
+        self.avatars.publish_gauges();
     }
 }

@@ -177,10 +177,12 @@ impl Repo for SqliteRepo {
         &self,
         now: Millis,
         lease_until: Millis,
+        owner: &str,
     ) -> Result<Option<JobRecord>, RepoError> {
         // One statement: SQLite serialises writers, so two workers never claim the same job.
         let row = sqlx::query(
-            "UPDATE jobs SET status = 'processing', attempts = attempts + 1, locked_until = ?2, updated_at = ?1
+            "UPDATE jobs SET status = 'processing', attempts = attempts + 1, locked_until = ?2,
+                             locked_by = ?3, updated_at = ?1
              WHERE job_id = (
                  SELECT job_id FROM jobs
                  WHERE (status = 'queued' AND run_at <= ?1)
@@ -190,28 +192,46 @@ impl Repo for SqliteRepo {
         )
         .bind(now)
         .bind(lease_until)
+        .bind(owner)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.as_ref().map(job_of))
     }
 
-    async fn update_job(&self, j: &JobRecord) -> Result<(), RepoError> {
-        sqlx::query(
-            "UPDATE jobs SET status = ?2, attempts = ?3, run_at = ?4, locked_until = ?5, result = ?6,
-                             error = ?7, updated_at = ?8
-             WHERE job_id = ?1",
+    async fn renew_job(
+        &self,
+        job_id: &str,
+        owner: &str,
+        lease_until: Millis,
+    ) -> Result<bool, RepoError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET locked_until = ?3
+             WHERE job_id = ?1 AND status = 'processing' AND locked_by = ?2",
+        )
+        .bind(job_id)
+        .bind(owner)
+        .bind(lease_until)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn update_job(&self, j: &JobRecord, owner: &str) -> Result<bool, RepoError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = ?2, run_at = ?3, locked_until = NULL, locked_by = NULL,
+                             result = ?4, error = ?5, updated_at = ?6
+             WHERE job_id = ?1 AND status = 'processing' AND locked_by = ?7",
         )
         .bind(&j.job_id)
         .bind(j.status.as_str())
-        .bind(i64::from(j.attempts))
         .bind(j.run_at)
-        .bind(j.locked_until)
         .bind(&j.result)
         .bind(&j.error)
         .bind(j.updated_at)
+        .bind(owner)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     async fn set_avatar(&self, a: &AvatarRecord) -> Result<Option<AvatarRecord>, RepoError> {
@@ -280,29 +300,70 @@ impl Repo for SqliteRepo {
         Ok(rows.iter().map(outbox_of).collect())
     }
 
-    async fn remove_webhook(&self, message_id: &str) -> Result<(), RepoError> {
-        sqlx::query("DELETE FROM webhook_outbox WHERE message_id = ?1")
-            .bind(message_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    async fn claim_webhook(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        owner: &str,
+    ) -> Result<Option<OutboxMessage>, RepoError> {
+        let row = sqlx::query(
+            "UPDATE webhook_outbox SET attempts = attempts + 1, next_attempt = ?2, locked_by = ?3
+             WHERE message_id = (
+                 SELECT message_id FROM webhook_outbox WHERE next_attempt <= ?1
+                 ORDER BY next_attempt LIMIT 1)
+             RETURNING *",
+        )
+        .bind(now)
+        .bind(lease_until)
+        .bind(owner)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(outbox_of))
+    }
+
+    async fn renew_webhook(
+        &self,
+        message_id: &str,
+        owner: &str,
+        lease_until: Millis,
+    ) -> Result<bool, RepoError> {
+        let done = sqlx::query(
+            "UPDATE webhook_outbox SET next_attempt = ?3 WHERE message_id = ?1 AND locked_by = ?2",
+        )
+        .bind(message_id)
+        .bind(owner)
+        .bind(lease_until)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn remove_webhook(&self, message_id: &str, owner: &str) -> Result<bool, RepoError> {
+        let done =
+            sqlx::query("DELETE FROM webhook_outbox WHERE message_id = ?1 AND locked_by = ?2")
+                .bind(message_id)
+                .bind(owner)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn retry_webhook(
         &self,
         message_id: &str,
-        attempts: u32,
+        owner: &str,
         next_attempt: Millis,
-    ) -> Result<(), RepoError> {
-        sqlx::query(
-            "UPDATE webhook_outbox SET attempts = ?2, next_attempt = ?3 WHERE message_id = ?1",
+    ) -> Result<bool, RepoError> {
+        let done = sqlx::query(
+            "UPDATE webhook_outbox SET next_attempt = ?3, locked_by = NULL
+             WHERE message_id = ?1 AND locked_by = ?2",
         )
         .bind(message_id)
-        .bind(i64::from(attempts))
+        .bind(owner)
         .bind(next_attempt)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     async fn disable_endpoint(&self, endpoint: &str, now: Millis) -> Result<(), RepoError> {
@@ -344,6 +405,7 @@ fn job_of(r: &SqliteRow) -> JobRecord {
         attempts: u32::try_from(attempts).unwrap_or(0),
         run_at: r.get("run_at"),
         locked_until: r.get("locked_until"),
+        locked_by: r.get("locked_by"),
         result: r.get("result"),
         error: r.get("error"),
         created_at: r.get("created_at"),
