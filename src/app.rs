@@ -25,6 +25,7 @@ use crate::repo::sqlite::SqliteRepo;
 use crate::store::{BlobStore, ObjectBlobStore};
 use crate::uploads::Uploads;
 use crate::upstream::{Fetcher, Upstreams};
+use crate::urls::PublicUrls;
 use crate::webhooks::Deliverer;
 
 /// How often idle job workers look for due jobs (they are also woken when one is queued).
@@ -152,14 +153,10 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {addr} (server.listen)"))?;
         let local = listener.local_addr()?;
-        let public_base_url = if settings.server.public_base_url.is_empty() {
-            format!("http://{local}")
+        let urls = if settings.server.public_base_url.is_empty() {
+            PublicUrls::new(&format!("http://{local}"))
         } else {
-            settings
-                .server
-                .public_base_url
-                .trim_end_matches('/')
-                .to_owned()
+            PublicUrls::new(&settings.server.public_base_url)
         };
 
         let webhook_url = Some(settings.webhooks.url.clone()).filter(|u| !u.is_empty());
@@ -174,7 +171,7 @@ impl Application {
             limits,
             clock.clone(),
             notifier.clone(),
-            public_base_url.clone(),
+            urls.clone(),
             wake_jobs.clone(),
         );
         let mut runner = Runner::new(
@@ -198,7 +195,7 @@ impl Application {
             clock: clock.clone(),
             max_attempts: settings.jobs.max_attempts,
             uploads: settings.uploads.clone(),
-            base_url: public_base_url.clone(),
+            urls: urls.clone(),
         };
         runner.spawn(Arc::new(process_upload), settings.jobs.workers, wake_jobs);
         if webhook_url.is_some() {
@@ -246,7 +243,7 @@ impl Application {
                 .map(|k| Sha256::digest(k.expose().trim().as_bytes()).into())
                 .collect(),
             keys,
-            public_base_url,
+            urls,
             repo,
             clock,
             avatars,
@@ -307,7 +304,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        tracing::info!(address = %self.local_addr(), base_url = %self.state.public_base_url, "avatar-proxy listening");
+        tracing::info!(address = %self.local_addr(), base_url = %self.state.urls.base(), "avatar-proxy listening");
         let result = crate::http::routes::serve(self.listener, self.state.clone(), shutdown).await;
         // Jobs in progress finish (up to the drain timeout); nothing new is claimed.
         self.runner

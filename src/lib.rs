@@ -31,6 +31,7 @@ pub mod events;
 pub mod fault;
 pub mod fsutil;
 pub mod http;
+pub mod ids;
 pub mod imaging;
 pub mod jobs;
 pub mod keys;
@@ -39,6 +40,7 @@ pub mod store;
 pub mod telemetry;
 pub mod uploads;
 pub mod upstream;
+pub mod urls;
 pub mod webhooks;
 
 pub use app::Application;

@@ -6,8 +6,11 @@
 pub mod sqlite;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::Millis;
+pub use crate::ids::{JobId, UploadId};
+use crate::imaging::{Crop, OutputFormat};
 use crate::keys::UserKey;
 
 /// Failures of the metadata store. Never shown to clients verbatim.
@@ -19,6 +22,15 @@ pub enum RepoError {
     /// Schema migration failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A row that does not decode into its type (changed behind our back): an error, never a
+    /// silent `None`.
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// What did not decode.
+        detail: String,
+    },
 }
 
 /// One registered identity.
@@ -39,8 +51,8 @@ pub struct Identity {
 /// A signed upload grant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadRecord {
-    /// Random id (32 hex).
-    pub upload_id: String,
+    /// Random id.
+    pub upload_id: UploadId,
     /// Owner.
     pub user_key: UserKey,
     /// Declared type.
@@ -79,27 +91,88 @@ impl JobStatus {
         }
     }
 
-    fn parse(s: &str) -> Self {
+    fn parse(s: &str) -> Option<Self> {
         match s {
-            "processing" => Self::Processing,
-            "completed" => Self::Completed,
-            "failed" => Self::Failed,
-            _ => Self::Queued,
+            "queued" => Some(Self::Queued),
+            "processing" => Some(Self::Processing),
+            "completed" => Some(Self::Completed),
+            "failed" => Some(Self::Failed),
+            _ => None,
         }
+    }
+}
+
+/// Why a job failed (or, while it waits for a retry, the last transient fault), as the job
+/// status reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    /// Machine-readable code (`invalid-image`, `processing-failed`, `transient`).
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+    /// What to tell people (`Try again`, `Try again later`).
+    pub user_message: String,
+}
+
+/// What a completed job produced, as the job status reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// The new version fingerprint.
+    pub version: String,
+    /// Every stored variant, with its public URL.
+    pub variants: Vec<ReportedVariant>,
+    /// The EXIF summary of the original (camera, orientation; never GPS).
+    pub exif: serde_json::Value,
+    /// Processing time, in milliseconds.
+    pub processing_ms: u64,
+}
+
+/// One variant in a job's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedVariant {
+    /// Square side, in pixels.
+    pub size: u32,
+    /// Width, in pixels.
+    pub width: u32,
+    /// Height, in pixels.
+    pub height: u32,
+    /// Format, by its extension (`jpg`, `png`, `webp`).
+    #[serde(with = "format_extension")]
+    pub format: OutputFormat,
+    /// Encoded size, in bytes.
+    pub bytes: usize,
+    /// Public URL.
+    pub url: String,
+}
+
+/// Formats are stored and reported by their file extension (`jpg`, `png`, `webp`).
+mod format_extension {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    use crate::imaging::OutputFormat;
+
+    pub fn serialize<S: Serializer>(f: &OutputFormat, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(f.extension())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OutputFormat, D::Error> {
+        let raw = String::deserialize(d)?;
+        OutputFormat::from_extension(&raw)
+            .ok_or_else(|| D::Error::custom(format!("unknown format {raw:?}")))
     }
 }
 
 /// A processing job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRecord {
-    /// Random id (32 hex).
-    pub job_id: String,
+    /// Random id.
+    pub job_id: JobId,
     /// Owner.
     pub user_key: UserKey,
     /// The upload it processes.
-    pub upload_id: String,
-    /// Crop as JSON, if any.
-    pub crop: Option<String>,
+    pub upload_id: UploadId,
+    /// Crop in source pixels, if any.
+    pub crop: Option<Crop>,
     /// Where it stands.
     pub status: JobStatus,
     /// Attempts started.
@@ -110,10 +183,10 @@ pub struct JobRecord {
     pub locked_until: Option<Millis>,
     /// The runner holding the lease while processing.
     pub locked_by: Option<String>,
-    /// Result JSON when completed.
-    pub result: Option<String>,
-    /// Error JSON when failed (or the last transient error while retrying).
-    pub error: Option<String>,
+    /// What it produced, when completed.
+    pub result: Option<JobResult>,
+    /// Why it failed (or the last transient fault while it waits for a retry).
+    pub error: Option<JobError>,
     /// Creation time.
     pub created_at: Millis,
     /// Last change.
@@ -129,8 +202,9 @@ pub struct StoredVariant {
     pub width: u32,
     /// Height.
     pub height: u32,
-    /// `jpg`, `png` or `webp`.
-    pub format: String,
+    /// Format, stored by its extension (`jpg`, `png`, `webp`).
+    #[serde(with = "format_extension")]
+    pub format: OutputFormat,
     /// Encoded size.
     pub bytes: usize,
     /// Store path.
@@ -144,8 +218,8 @@ pub struct AvatarRecord {
     pub user_key: UserKey,
     /// Version fingerprint (also in the store paths).
     pub version: String,
-    /// Variants JSON (`[{size, width, height, format, bytes, path}]`).
-    pub variants: String,
+    /// Its stored variants.
+    pub variants: Vec<StoredVariant>,
     /// When it became current.
     pub updated_at: Millis,
 }
@@ -179,14 +253,18 @@ pub trait Repo: Send + Sync + 'static {
     /// Record a new upload grant.
     async fn create_upload(&self, upload: &UploadRecord) -> Result<(), RepoError>;
     /// Look up an upload grant.
-    async fn upload(&self, upload_id: &str) -> Result<Option<UploadRecord>, RepoError>;
+    async fn upload(&self, upload_id: &UploadId) -> Result<Option<UploadRecord>, RepoError>;
     /// Mark the grant used; false when it already was (replays are refused).
-    async fn mark_upload_received(&self, upload_id: &str, bytes: i64) -> Result<bool, RepoError>;
+    async fn mark_upload_received(
+        &self,
+        upload_id: &UploadId,
+        bytes: i64,
+    ) -> Result<bool, RepoError>;
 
     /// Insert a queued job.
     async fn enqueue_job(&self, job: &JobRecord) -> Result<(), RepoError>;
     /// Look up a job.
-    async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, RepoError>;
+    async fn job(&self, job_id: &JobId) -> Result<Option<JobRecord>, RepoError>;
     /// Take the oldest due job (queued and due, or processing with an expired lease), counting
     /// an attempt and holding it for `owner` until `lease_until`.
     async fn claim_job(
@@ -198,7 +276,7 @@ pub trait Repo: Send + Sync + 'static {
     /// Extend the lease of a job `owner` still holds; `false` when it lost it.
     async fn renew_job(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         owner: &str,
         lease_until: Millis,
     ) -> Result<bool, RepoError>;
@@ -279,7 +357,7 @@ pub mod contract {
 
     async fn upload_grants_are_used_once(repo: &dyn Repo) {
         let grant = UploadRecord {
-            upload_id: "u".repeat(32),
+            upload_id: UploadId::generate(),
             user_key: key('c'),
             content_type: "image/png".into(),
             max_bytes: 100,
@@ -313,10 +391,15 @@ pub mod contract {
 
     async fn jobs_are_claimed_once_and_reclaimed_after_their_lease(repo: &dyn Repo) {
         let job = JobRecord {
-            job_id: "j".repeat(32),
+            job_id: JobId::generate(),
             user_key: key('d'),
-            upload_id: "u".repeat(32),
-            crop: None,
+            upload_id: UploadId::generate(),
+            crop: Some(Crop {
+                x: 1,
+                y: 2,
+                width: 30,
+                height: 40,
+            }),
             status: JobStatus::Queued,
             attempts: 0,
             run_at: 100,
@@ -340,6 +423,7 @@ pub mod contract {
             .expect("due");
         assert_eq!(claimed.status, JobStatus::Processing);
         assert_eq!(claimed.attempts, 1);
+        assert_eq!(claimed.crop, job.crop, "the crop comes back typed");
         assert_eq!(claimed.locked_by.as_deref(), Some("a"));
         assert_eq!(
             repo.claim_job(150, 250, "b").await.expect("claim"),
@@ -364,7 +448,19 @@ pub mod contract {
         );
         let mut done = reclaimed.clone();
         done.status = JobStatus::Completed;
-        done.result = Some("{}".into());
+        done.result = Some(JobResult {
+            version: "v1".into(),
+            variants: vec![ReportedVariant {
+                size: 128,
+                width: 128,
+                height: 128,
+                format: OutputFormat::Webp,
+                bytes: 10,
+                url: "http://127.0.0.1/avatar/x".into(),
+            }],
+            exif: serde_json::json!({"orientation": 6}),
+            processing_ms: 12,
+        });
         done.locked_until = None;
         assert!(
             !repo.update_job(&done, "a").await.expect("update"),
@@ -375,21 +471,23 @@ pub mod contract {
             repo.claim_job(10_000, 20_000, "c").await.expect("claim"),
             None
         );
-        assert_eq!(
-            repo.job(&job.job_id)
-                .await
-                .expect("get")
-                .expect("present")
-                .status,
-            JobStatus::Completed
-        );
+        let stored = repo.job(&job.job_id).await.expect("get").expect("present");
+        assert_eq!(stored.status, JobStatus::Completed);
+        assert_eq!(stored.result, done.result);
     }
 
     async fn avatars_are_replaced_and_deleted(repo: &dyn Repo) {
         let first = AvatarRecord {
             user_key: key('e'),
             version: "v1".into(),
-            variants: "[]".into(),
+            variants: vec![StoredVariant {
+                size: 128,
+                width: 128,
+                height: 128,
+                format: OutputFormat::Jpeg,
+                bytes: 100,
+                path: "avatar/e/v1/128.jpg".into(),
+            }],
             updated_at: 1,
         };
         assert_eq!(repo.set_avatar(&first).await.expect("set"), None);

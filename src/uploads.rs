@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! POST /v1/uploads ─▶ grant (repo) + signed PUT URL
-//! PUT  signed URL  ─▶ signature, expiry, type (magic bytes), size, once ─▶ store tmp/{upload_id}
+//! PUT  signed URL  ─▶ signature, expiry, type (magic bytes), size, once ─▶ store (original)
 //! POST /v1/avatar  ─▶ crop checked against the probed image (400 at once) ─▶ job (repo) ─▶ 202
 //!                     + ProfileImageUpdated; the jobs worker does the rest
 //! ```
@@ -16,13 +16,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::auth::User;
-use crate::clock::{Clock, millis};
+use crate::clock::{Clock, from_unix_seconds, millis, unix_seconds};
 use crate::config::UploadSettings;
 use crate::events::{EventKind, Notifier};
+use crate::ids::{JobId, UploadId};
 use crate::imaging::{self, Crop, ImageKind};
 use crate::keys::UserKey;
 use crate::repo::{JobRecord, JobStatus, Repo, RepoError, UploadRecord};
-use crate::store::{BlobStore, StoreError};
+use crate::store::{BlobStore, StoreError, paths};
+use crate::urls::PublicUrls;
 use signing::{SignatureError, UploadGrant, UploadSigner};
 
 /// Accepted upload types.
@@ -77,19 +79,11 @@ pub enum UploadError {
     Store(StoreError),
 }
 
-/// The store folder where originals wait for processing (swept after `AVATAR_TEMP_RETENTION`).
-pub const TEMP_PREFIX: &str = "tmp";
-
-/// Where an original waits for processing.
-pub fn temp_path(upload_id: &str) -> String {
-    format!("{TEMP_PREFIX}/{upload_id}")
-}
-
 /// The answer to `POST /v1/uploads`.
 #[derive(Debug, Serialize)]
 pub struct GrantResponse {
     /// Id to pass to `POST /v1/avatar`.
-    pub upload_id: String,
+    pub upload_id: UploadId,
     /// Always `PUT`.
     pub method: &'static str,
     /// The signed URL.
@@ -104,7 +98,7 @@ pub struct GrantResponse {
 #[derive(Debug, Serialize)]
 pub struct JobAccepted {
     /// Job id.
-    pub job_id: String,
+    pub job_id: JobId,
     /// Always `queued`.
     pub status: &'static str,
     /// `GET` for the job's state.
@@ -123,7 +117,7 @@ pub struct Uploads {
     limits: imaging::Limits,
     clock: Arc<dyn Clock>,
     notifier: Notifier,
-    base_url: String,
+    urls: PublicUrls,
     /// Wakes the job workers when a job is queued.
     wake_jobs: Arc<tokio::sync::Notify>,
 }
@@ -139,7 +133,7 @@ impl Uploads {
         limits: imaging::Limits,
         clock: Arc<dyn Clock>,
         notifier: Notifier,
-        base_url: String,
+        urls: PublicUrls,
         wake_jobs: Arc<tokio::sync::Notify>,
     ) -> Self {
         Self {
@@ -150,7 +144,7 @@ impl Uploads {
             limits,
             clock,
             notifier,
-            base_url,
+            urls,
             wake_jobs,
         }
     }
@@ -172,30 +166,34 @@ impl Uploads {
             return Err(too_large(self.settings.max_bytes));
         }
         let now = self.clock.now_millis();
-        let expires_at = now.saturating_add(millis(self.settings.url_ttl)) / 1000;
-        let grant = UploadGrant::new(user.key.as_str(), content_type, content_length, expires_at);
+        // The signed URL counts whole seconds; the record keeps the same instant in Millis.
+        let expires_at = from_unix_seconds(unix_seconds(
+            now.saturating_add(millis(self.settings.url_ttl)),
+        ));
+        let grant = UploadGrant::new(
+            user.key.as_str(),
+            content_type,
+            content_length,
+            unix_seconds(expires_at),
+        );
+        let upload_id = UploadId::parse(&grant.upload_id).ok_or(UploadError::InvalidSignature)?;
         self.repo
             .create_upload(&UploadRecord {
-                upload_id: grant.upload_id.clone(),
+                upload_id: upload_id.clone(),
                 user_key: user.key.clone(),
                 content_type: content_type.to_owned(),
                 max_bytes: i64::try_from(content_length).unwrap_or(i64::MAX),
-                expires_at: expires_at.saturating_mul(1000),
+                expires_at,
                 received_bytes: None,
                 created_at: now,
             })
             .await?;
         Ok(GrantResponse {
-            url: format!(
-                "{}/v1/uploads/{}?{}",
-                self.base_url,
-                grant.upload_id,
-                self.signer.query(&grant)
-            ),
-            upload_id: grant.upload_id,
+            url: self.urls.upload(&upload_id, &self.signer.query(&grant)),
+            upload_id,
             method: "PUT",
             headers: json!({"Content-Type": content_type}),
-            expires_at: crate::clock::rfc3339(expires_at.saturating_mul(1000)),
+            expires_at: crate::clock::rfc3339(expires_at),
         })
     }
 
@@ -207,7 +205,8 @@ impl Uploads {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<(), UploadError> {
-        let now_secs = self.clock.now_millis() / 1000;
+        let now_secs = unix_seconds(self.clock.now_millis());
+        let id = UploadId::parse(upload_id).ok_or(UploadError::InvalidSignature)?;
         let grant = self
             .signer
             .verify(upload_id, query, now_secs)
@@ -237,19 +236,19 @@ impl Uploads {
             return Err(too_large(grant.max_bytes));
         }
         let kind = self.check_image(&body)?;
-        if kind_type(kind) != grant.content_type {
+        if kind.content_type() != grant.content_type {
             return Err(UploadError::ContentTypeMismatch(format!(
                 "the bytes are {}, not {}",
-                kind_type(kind),
+                kind.content_type(),
                 grant.content_type
             )));
         }
         let len = i64::try_from(body.len()).unwrap_or(i64::MAX);
-        if !self.repo.mark_upload_received(upload_id, len).await? {
+        if !self.repo.mark_upload_received(&id, len).await? {
             return Err(UploadError::AlreadyUploaded);
         }
         self.store
-            .put(&temp_path(upload_id), body)
+            .put(&paths::original(&id), body)
             .await
             .map_err(UploadError::Store)?;
         Ok(())
@@ -262,7 +261,8 @@ impl Uploads {
         upload_id: &str,
         crop: Option<Crop>,
     ) -> Result<JobAccepted, UploadError> {
-        let upload = match self.repo.upload(upload_id).await? {
+        let upload_id = UploadId::parse(upload_id).ok_or(UploadError::NotFound)?;
+        let upload = match self.repo.upload(&upload_id).await? {
             Some(u) if u.user_key == user.key => u,
             _ => return Err(UploadError::NotFound),
         };
@@ -271,7 +271,7 @@ impl Uploads {
         }
         let original = self
             .store
-            .get(&temp_path(upload_id))
+            .get(&paths::original(&upload_id))
             .await
             .map_err(|e| match e {
                 StoreError::NotFound => UploadError::Expired,
@@ -300,12 +300,12 @@ impl Uploads {
         let kind = self.check_image(&body)?;
         self.validate_crop(&body, crop.as_ref())?;
         let now = self.clock.now_millis();
-        let upload_id = signing::new_upload_id();
+        let upload_id = UploadId::generate();
         self.repo
             .create_upload(&UploadRecord {
                 upload_id: upload_id.clone(),
                 user_key: user.key.clone(),
-                content_type: kind_type(kind).to_owned(),
+                content_type: kind.content_type().to_owned(),
                 max_bytes: i64::try_from(self.settings.max_bytes).unwrap_or(i64::MAX),
                 expires_at: now,
                 received_bytes: Some(i64::try_from(body.len()).unwrap_or(i64::MAX)),
@@ -313,28 +313,26 @@ impl Uploads {
             })
             .await?;
         self.store
-            .put(&temp_path(&upload_id), body)
+            .put(&paths::original(&upload_id), body)
             .await
             .map_err(UploadError::Store)?;
-        self.enqueue(&user.key, &upload_id, crop).await
+        self.enqueue(&user.key, upload_id, crop).await
     }
 
     async fn enqueue(
         &self,
         key: &UserKey,
-        upload_id: &str,
+        upload_id: UploadId,
         crop: Option<Crop>,
     ) -> Result<JobAccepted, UploadError> {
         let now = self.clock.now_millis();
-        let job_id = signing::new_upload_id();
+        let job_id = JobId::generate();
         self.repo
             .enqueue_job(&JobRecord {
                 job_id: job_id.clone(),
                 user_key: key.clone(),
-                upload_id: upload_id.to_owned(),
-                crop: crop.map(|c| {
-                    json!({"x": c.x, "y": c.y, "width": c.width, "height": c.height}).to_string()
-                }),
+                upload_id,
+                crop,
                 status: JobStatus::Queued,
                 attempts: 0,
                 run_at: now,
@@ -355,8 +353,8 @@ impl Uploads {
             )
             .await;
         Ok(JobAccepted {
-            status_url: format!("{}/v1/jobs/{job_id}", self.base_url),
-            events_url: format!("{}/v1/events", self.base_url.replacen("http", "ws", 1)),
+            status_url: self.urls.job(&job_id),
+            events_url: self.urls.events(),
             job_id,
             status: "queued",
         })
@@ -420,15 +418,6 @@ fn normalise_type(raw: &str) -> Result<&'static str, UploadError> {
         .copied()
         .find(|a| *a == t)
         .ok_or(UploadError::UnsupportedType)
-}
-
-fn kind_type(kind: ImageKind) -> &'static str {
-    match kind {
-        ImageKind::Jpeg => "image/jpeg",
-        ImageKind::Png => "image/png",
-        ImageKind::Webp => "image/webp",
-        ImageKind::Gif => "image/gif",
-    }
 }
 
 fn too_large(max: u64) -> UploadError {

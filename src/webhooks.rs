@@ -42,7 +42,7 @@ impl Deliverer {
         payload: &str,
         now: crate::clock::Millis,
     ) -> Option<u16> {
-        let timestamp = now / 1000;
+        let timestamp = crate::clock::unix_seconds(now);
         let headers = signature::headers(&self.secret, id, timestamp, payload.as_bytes()).ok()?;
         let mut request = self
             .client

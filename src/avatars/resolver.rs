@@ -25,7 +25,7 @@ mod uploaded;
 mod variants;
 
 use sources::{FetchResult, SourceCopy, source_key};
-use uploaded::{Upload, format_content_type};
+use uploaded::{Upload, cached_content_type};
 use variants::{SourceBytes, variant_key};
 
 use std::sync::Arc;
@@ -39,7 +39,7 @@ use super::request::{DefaultChoice, FormatChoice};
 use crate::cache::disk::EntryMeta;
 use crate::cache::{DiskEntry, DiskTier, Freshness, Lifetimes, MemoryTier, SingleFlight};
 use crate::clock::{Clock, Millis, http_date, millis};
-use crate::imaging::{self, ImageKind, ImagePool, PoolError};
+use crate::imaging::{self, ImagePool, PoolError};
 use crate::keys::UserKey;
 use crate::repo::{Identity, Repo};
 use crate::store::BlobStore;

@@ -40,7 +40,7 @@ impl FromRequestParts<AppState> for User {
                 .flatten()
         });
         let token = token.ok_or_else(|| ApiError::unauthorized("a bearer token is required"))?;
-        let now = state.clock.now_millis() / 1000;
+        let now = crate::clock::unix_seconds(state.clock.now_millis());
         let claims = verifier
             .verify_at(&token, now)
             .map_err(|e| ApiError::unauthorized(e.to_string()))?;

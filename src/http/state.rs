@@ -10,9 +10,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::avatars::Avatars;
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::keys::{KeyDeriver, UserKey};
+use crate::keys::KeyDeriver;
 use crate::repo::Repo;
 use crate::store::BlobStore;
+use crate::urls::PublicUrls;
 
 /// Shared application state: one `Arc`, cloned into every handler.
 #[derive(Clone)]
@@ -42,8 +43,8 @@ pub struct App {
     pub keys: KeyDeriver,
     /// SHA-256 of each service API key (compared in constant time).
     pub api_key_digests: Vec<[u8; 32]>,
-    /// Base of the URLs handed out, without a trailing slash.
-    pub public_base_url: String,
+    /// The public URLs handed out (`AVATAR_PUBLIC_BASE_URL`).
+    pub urls: PublicUrls,
     /// Metadata store.
     pub repo: Arc<dyn Repo>,
     /// Time, injectable for tests.
@@ -69,19 +70,6 @@ pub struct Metrics {
 }
 
 impl App {
-    /// The public URL of a key's avatar, with `?v=` when the version is known.
-    pub fn avatar_url(&self, key: &UserKey, version: Option<&str>) -> String {
-        match version {
-            Some(v) => format!("{}/avatar/{key}?v={v}", self.public_base_url),
-            None => format!("{}/avatar/{key}", self.public_base_url),
-        }
-    }
-
-    /// URL of the default image for records without a usable id.
-    pub fn anonymous_avatar_url(&self) -> String {
-        format!("{}/avatar/anonymous", self.public_base_url)
-    }
-
     /// Refresh the gauges of cache sizes (called when metrics are scraped).
     pub fn publish_gauges(&self) {
         self.avatars.publish_gauges();

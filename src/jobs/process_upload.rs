@@ -20,9 +20,12 @@ use crate::config::UploadSettings;
 use crate::events::{EventKind, Notifier};
 use crate::fault::{TRY_AGAIN, TRY_LATER};
 use crate::imaging::{self, Crop, OutputFormat, Preferred};
-use crate::repo::{AvatarRecord, JobRecord, JobStatus, Repo, RepoError, StoredVariant};
-use crate::store::BlobStore;
-use crate::uploads::temp_path;
+use crate::repo::{
+    AvatarRecord, JobError, JobRecord, JobResult, JobStatus, Repo, RepoError, ReportedVariant,
+    StoredVariant,
+};
+use crate::store::{BlobStore, paths};
+use crate::urls::PublicUrls;
 
 /// The `process-upload` job type: everything its runs need.
 #[derive(Clone)]
@@ -44,7 +47,7 @@ pub struct ProcessUpload {
     /// Variant sizes, originals policy.
     pub uploads: UploadSettings,
     /// Public URLs.
-    pub base_url: String,
+    pub urls: PublicUrls,
 }
 
 /// A failure while processing, by whether retrying can help.
@@ -122,7 +125,7 @@ impl ProcessUpload {
     ) -> Result<(String, Vec<StoredVariant>, Value), Failure> {
         let original = self
             .store
-            .get(&temp_path(&job.upload_id))
+            .get(&paths::original(&job.upload_id))
             .await
             .map_err(|e| match e {
                 crate::store::StoreError::NotFound => {
@@ -130,11 +133,7 @@ impl ProcessUpload {
                 }
                 other => Failure::Transient(other.to_string()),
             })?;
-        let crop: Option<Crop> = job
-            .crop
-            .as_deref()
-            .and_then(|c| serde_json::from_str::<Value>(c).ok())
-            .and_then(|v| crate::uploads::parse_crop(&v).ok());
+        let crop: Option<Crop> = job.crop;
         let sizes = self.uploads.variant_sizes.clone();
         let limits = self.avatars.settings().limits;
         let rendered = self
@@ -164,13 +163,9 @@ impl ProcessUpload {
             .map(|(_, e)| e.bytes.as_slice())
             .unwrap_or_default();
         let version = hex::encode(&Sha256::digest(largest)[..8]);
-        let key = job.user_key.as_str();
         let mut stored = Vec::new();
         for (size, encoded) in &rendered.variants {
-            let path = format!(
-                "avatar/{key}/{version}/{size}.{}",
-                encoded.format.extension()
-            );
+            let path = paths::variant(&job.user_key, &version, *size, encoded.format);
             self.store
                 .put(&path, Bytes::from(encoded.bytes.clone()))
                 .await
@@ -179,7 +174,7 @@ impl ProcessUpload {
                 size: *size,
                 width: encoded.width,
                 height: encoded.height,
-                format: encoded.format.extension().to_owned(),
+                format: encoded.format,
                 bytes: encoded.bytes.len(),
                 path,
             });
@@ -210,7 +205,7 @@ impl ProcessUpload {
                     .set_avatar(&AvatarRecord {
                         user_key: key.clone(),
                         version: version.clone(),
-                        variants: serde_json::to_string(&variants).unwrap_or_default(),
+                        variants: variants.clone(),
                         updated_at: now,
                     })
                     .await?;
@@ -218,13 +213,16 @@ impl ProcessUpload {
                 if let Some(old) = previous.filter(|p| p.version != version)
                     && let Err(e) = self
                         .store
-                        .delete_prefix(&format!("avatar/{key}/{}", old.version))
+                        .delete_prefix(&paths::avatar_version(&key, &old.version))
                         .await
                 {
                     tracing::warn!(error = %e, "could not delete a replaced avatar's variants");
                 }
                 if !self.uploads.keep_originals
-                    && let Err(e) = self.store.delete_prefix(&temp_path(&job.upload_id)).await
+                    && let Err(e) = self
+                        .store
+                        .delete_prefix(&paths::original(&job.upload_id))
+                        .await
                 {
                     tracing::warn!(error = %e, "could not delete a processed original (the sweep will)");
                 }
@@ -232,23 +230,30 @@ impl ProcessUpload {
                     .uploads
                     .variant_sizes
                     .iter()
-                    .map(|s| (s.to_string(), Value::String(self.url(&key, *s, &version))))
+                    .map(|s| {
+                        let url = self.urls.avatar_sized(&key, *s, &version);
+                        (s.to_string(), Value::String(url))
+                    })
                     .collect();
-                let reported: Vec<Value> = variants
+                let reported = variants
                     .iter()
-                    .map(|v| {
-                        json!({"size": v.size, "width": v.width, "height": v.height, "format": v.format,
-                               "bytes": v.bytes,
-                               "url": format!("{}/avatar/{key}.{}?s={}&v={version}", self.base_url, v.format, v.size)})
+                    .map(|v| ReportedVariant {
+                        size: v.size,
+                        width: v.width,
+                        height: v.height,
+                        format: v.format,
+                        bytes: v.bytes,
+                        url: self.urls.avatar_file(&key, v.format, v.size, &version),
                     })
                     .collect();
                 job.status = JobStatus::Completed;
                 job.error = None;
-                job.result = Some(
-                    json!({"version": version, "variants": reported, "exif": exif,
-                           "processing_ms": took.as_millis() as u64})
-                    .to_string(),
-                );
+                job.result = Some(JobResult {
+                    version: version.clone(),
+                    variants: reported,
+                    exif,
+                    processing_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                });
                 if !self.repo.update_job(&job, owner).await? {
                     return Ok(false);
                 }
@@ -264,10 +269,11 @@ impl ProcessUpload {
             Settlement::RetryAt { at, reason } => {
                 job.status = JobStatus::Queued;
                 job.run_at = at;
-                job.error = Some(
-                    json!({"code": "transient", "message": reason, "user_message": TRY_LATER})
-                        .to_string(),
-                );
+                job.error = Some(JobError {
+                    code: "transient".into(),
+                    message: reason,
+                    user_message: TRY_LATER.into(),
+                });
                 if !self.repo.update_job(&job, owner).await? {
                     return Ok(false);
                 }
@@ -296,13 +302,18 @@ impl ProcessUpload {
         owner: &str,
     ) -> Result<bool, RepoError> {
         job.status = JobStatus::Failed;
-        job.error = Some(
-            json!({"code": code, "message": message, "user_message": user_message}).to_string(),
-        );
+        job.error = Some(JobError {
+            code: code.into(),
+            message,
+            user_message: user_message.into(),
+        });
         if !self.repo.update_job(&job, owner).await? {
             return Ok(false);
         }
-        let _ = self.store.delete_prefix(&temp_path(&job.upload_id)).await;
+        let _ = self
+            .store
+            .delete_prefix(&paths::original(&job.upload_id))
+            .await;
         self.notifier
             .publish(
                 &job.user_key,
@@ -312,9 +323,5 @@ impl ProcessUpload {
             .await;
         metrics::counter!("avatar_jobs_total", "outcome" => "failed").increment(1);
         Ok(true)
-    }
-
-    fn url(&self, key: &crate::keys::UserKey, size: u32, version: &str) -> String {
-        format!("{}/avatar/{key}?s={size}&v={version}", self.base_url)
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::avatars::Avatars;
 use crate::store::BlobStore;
-use crate::uploads::TEMP_PREFIX;
+use crate::store::paths::TEMP_PREFIX;
 
 /// Cache files younger than this are never collected (a write may be in progress).
 const ORPHAN_AGE: Duration = Duration::from_secs(600);

@@ -623,7 +623,7 @@ async fn a_job_left_by_a_dead_worker(
         .await
         .expect("claim")
         .expect("the queued job");
-    assert_eq!(claimed.job_id, job_id);
+    assert_eq!(claimed.job_id.as_str(), job_id);
     (app, job_id)
 }
 

@@ -54,7 +54,7 @@ impl Avatars {
             .unwrap_or_else(|| http_date(meta.validated_at));
         let rendition = Rendition {
             found: true,
-            content_type: format_content_type(entry.meta.content_type.trim_start_matches("image/")),
+            content_type: cached_content_type(&entry.meta.content_type),
             etag: etag_from_digest(&entry.digest()),
             last_modified: Some(Arc::from(last_modified)),
             source: SourceKind::Upstream,
@@ -168,7 +168,7 @@ impl Avatars {
         match outcome {
             FetchOutcome::Fetched(fetched) => {
                 let meta = EntryMeta {
-                    content_type: kind_content_type(fetched.kind).to_owned(),
+                    content_type: fetched.kind.content_type().to_owned(),
                     validated_at: now,
                     etag: fetched.validators.etag,
                     last_modified: fetched.validators.last_modified,
@@ -282,15 +282,6 @@ pub(super) fn source_key(url: &str) -> Arc<str> {
 /// The version fingerprint of an upstream copy: the start of its content digest.
 pub(super) fn version_of(entry: &DiskEntry) -> Arc<str> {
     Arc::from(&entry.digest()[..16])
-}
-
-pub(super) fn kind_content_type(kind: ImageKind) -> &'static str {
-    match kind {
-        ImageKind::Png => "image/png",
-        ImageKind::Jpeg => "image/jpeg",
-        ImageKind::Gif => "image/gif",
-        ImageKind::Webp => "image/webp",
-    }
 }
 
 #[cfg(test)]

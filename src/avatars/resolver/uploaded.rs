@@ -11,25 +11,25 @@ impl Avatars {
         key: &UserKey,
     ) -> Option<(Rendition, CacheStatus)> {
         let upload = self.upload_of(key).await?;
-        let wanted_ext = |f: &str| match rkey.format {
-            FormatChoice::Auto => f != "webp",
-            FormatChoice::Exactly(o) => f == o.extension(),
+        let wanted = |f: imaging::OutputFormat| match rkey.format {
+            FormatChoice::Auto => f != imaging::OutputFormat::Webp,
+            FormatChoice::Exactly(o) => f == o,
         };
         let exact = upload
             .variants
             .iter()
-            .find(|v| v.size == rkey.size && wanted_ext(&v.format));
+            .find(|v| v.size == rkey.size && wanted(v.format));
         let (bytes, content_type, status) = match exact {
             Some(v) => {
                 let bytes = self.0.store.get(&v.path).await.ok()?;
-                (bytes, format_content_type(&v.format), CacheStatus::HitDisk)
+                (bytes, v.format.content_type(), CacheStatus::HitDisk)
             }
             None => {
                 // Other sizes and formats derive from the largest variant through the cache.
                 let base = upload
                     .variants
                     .iter()
-                    .filter(|v| v.format != "webp")
+                    .filter(|v| v.format != imaging::OutputFormat::Webp)
                     .max_by_key(|v| v.size)?;
                 let source = self.0.store.get(&base.path).await.ok()?;
                 let digest = hex::encode(Sha256::digest(&source));
@@ -47,11 +47,7 @@ impl Avatars {
                     .variant(&digest, SourceBytes::Ready(source), rkey.size, rkey.format)
                     .await
                     .ok()?;
-                (
-                    bytes,
-                    format_content_type(entry.meta.content_type.trim_start_matches("image/")),
-                    status,
-                )
+                (bytes, cached_content_type(&entry.meta.content_type), status)
             }
         };
         let digest = hex::encode(Sha256::digest(&bytes));
@@ -77,13 +73,12 @@ impl Avatars {
         }
         match self.0.repo.avatar(key).await {
             Ok(record) => {
-                let found = record.and_then(|r| {
-                    let variants = serde_json::from_str(&r.variants).ok()?;
-                    Some(Arc::new(Upload {
+                let found = record.map(|r| {
+                    Arc::new(Upload {
                         version: r.version,
-                        variants,
+                        variants: r.variants,
                         updated_at: r.updated_at,
-                    }))
+                    })
                 });
                 self.0.uploads.insert(key.clone(), found.clone());
                 found
@@ -104,10 +99,12 @@ pub(super) struct Upload {
     pub(super) updated_at: Millis,
 }
 
-pub(super) fn format_content_type(ext: &str) -> &'static str {
-    match ext {
-        "png" => "image/png",
-        "webp" => "image/webp",
-        _ => "image/jpeg",
-    }
+/// The `Content-Type` of a cached variant, from the media type stored with it: one mapping,
+/// the formats' own [`imaging::OutputFormat::content_type`].
+pub(super) fn cached_content_type(stored: &str) -> &'static str {
+    use imaging::OutputFormat as F;
+    [F::Jpeg, F::Png, F::Webp]
+        .into_iter()
+        .find(|f| f.content_type() == stored)
+        .map_or("application/octet-stream", F::content_type)
 }

@@ -124,7 +124,7 @@ async fn rewrite(
             .avatars
             .current_version(&p.key, p.upstream.as_deref())
             .await;
-        let local = state.avatar_url(&p.key, version.as_deref());
+        let local = state.urls.avatar(&p.key, version.as_deref());
         if let Some(Value::Object(record)) = records.get_mut(*index) {
             for field in AVATAR_FIELDS {
                 if record.contains_key(field) {
@@ -149,7 +149,7 @@ async fn rewrite(
                 if record.contains_key(field) {
                     record.insert(
                         field.to_owned(),
-                        Value::String(state.anonymous_avatar_url()),
+                        Value::String(state.urls.anonymous_avatar()),
                     );
                 }
             }
@@ -268,7 +268,7 @@ async fn register_one(
         .await;
     Ok(Json(json!({
         "key": key.as_str(),
-        "avatar_url": state.avatar_url(&key, version.as_deref()),
+        "avatar_url": state.urls.avatar(&key, version.as_deref()),
     })))
 }
 

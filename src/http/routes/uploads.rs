@@ -17,7 +17,10 @@ use serde_json::{Value, json};
 use crate::auth::User;
 use crate::http::AppState;
 use crate::http::{ApiError, ApiResult};
+use crate::ids::JobId;
 use crate::imaging::Crop;
+use crate::repo::JobStatus;
+use crate::store::paths;
 use crate::uploads::parse_crop;
 
 /// Routes of this module.
@@ -186,16 +189,13 @@ async fn job_status(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    let job_id = JobId::parse(&job_id).ok_or_else(|| ApiError::not_found("job"))?;
     let job = state
         .repo
         .job(&job_id)
         .await?
         .filter(|j| j.user_key == user.key)
         .ok_or_else(|| ApiError::not_found("job"))?;
-    let parse = |s: &Option<String>| {
-        s.as_deref()
-            .and_then(|t| serde_json::from_str::<Value>(t).ok())
-    };
     let mut body = json!({
         "job_id": job.job_id,
         "status": job.status.as_str(),
@@ -204,10 +204,8 @@ async fn job_status(
         "updated_at": crate::clock::rfc3339(job.updated_at),
     });
     match job.status {
-        crate::repo::JobStatus::Completed => {
-            body["result"] = parse(&job.result).unwrap_or(Value::Null)
-        }
-        crate::repo::JobStatus::Failed => body["error"] = parse(&job.error).unwrap_or(Value::Null),
+        JobStatus::Completed => body["result"] = json!(job.result),
+        JobStatus::Failed => body["error"] = json!(job.error),
         _ => {}
     }
     Ok(Json(body))
@@ -220,7 +218,7 @@ async fn delete_avatar(user: User, State(state): State<AppState>) -> ApiResult<S
         Some(record) => {
             if let Err(e) = state
                 .store
-                .delete_prefix(&format!("avatar/{}/{}", user.key, record.version))
+                .delete_prefix(&paths::avatar_version(&user.key, &record.version))
                 .await
             {
                 tracing::warn!(error = %e, "could not delete removed variants");
