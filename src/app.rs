@@ -160,7 +160,12 @@ impl Application {
         };
 
         let webhook_url = Some(settings.webhooks.url.clone()).filter(|u| !u.is_empty());
-        let notifier = Notifier::new(repo.clone(), clock.clone(), webhook_url.clone());
+        let notifier = Notifier::new(
+            repo.clone(),
+            clock.clone(),
+            webhook_url.clone(),
+            settings.events.buffer,
+        );
         let keys = KeyDeriver::new(&secret);
         let wake_jobs = Arc::new(tokio::sync::Notify::new());
         let uploads = Uploads::new(

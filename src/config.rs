@@ -106,6 +106,8 @@ pub struct Settings {
     pub jobs: JobSettings,
     /// Webhook delivery.
     pub webhooks: WebhookSettings,
+    /// Live events (WebSocket/SSE).
+    pub events: EventSettings,
     /// Named upstreams, each with its hosts and one credential.
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamSettings>,
@@ -302,6 +304,15 @@ pub struct WebhookSettings {
     pub max_attempts: u32,
 }
 
+/// `[events]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// Events kept for one user's slow connection before it is told it lagged
+    /// (`AVATAR_EVENTS_BUFFER`).
+    pub buffer: usize,
+}
+
 /// `[upstreams.NAME]`: one upstream identity provider.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -424,6 +435,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("AVATAR_JOB_WORKERS", "jobs.workers", Kind::Int),
     ("AVATAR_JOB_RETRY_BASE", "jobs.retry_base", Kind::Str),
     ("AVATAR_JOB_RETRY_MAX", "jobs.retry_max", Kind::Str),
+    ("AVATAR_EVENTS_BUFFER", "events.buffer", Kind::Int),
     ("AVATAR_JOB_LEASE", "jobs.lease", Kind::Str),
     ("AVATAR_JOB_HEARTBEAT", "jobs.heartbeat", Kind::Str),
     ("AVATAR_JOB_DRAIN_TIMEOUT", "jobs.drain_timeout", Kind::Str),
@@ -577,6 +589,9 @@ impl Settings {
                 key("jobs.heartbeat"),
                 "must be above 0 and below jobs.lease",
             ));
+        }
+        if self.events.buffer == 0 {
+            return Err(invalid(key("events.buffer"), "must be at least 1"));
         }
         if self.jobs.max_attempts == 0 {
             return Err(invalid(key("jobs.max_attempts"), "must be at least 1"));
