@@ -1,5 +1,10 @@
-//! Assembly: build the state from settings, bind the listener, spawn the background tasks, serve
-//! until shutdown.
+//! Assembly: build the services from the settings, bind the listener, start the job runner,
+//! serve until shutdown, then drain the jobs.
+//!
+//! [`Application::build_with`] reads as the list of its steps; each is a short function below,
+//! and [`backends`] opens the metadata repository and the blob store the settings name.
+
+pub mod backends;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,24 +14,25 @@ use std::time::Duration;
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::avatars::{AvatarSettings, Avatars, DefaultChoice};
 use crate::cache::{DiskTier, Lifetimes};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Settings;
+use crate::config::{DefaultImage, Settings};
 use crate::events::Notifier;
 use crate::http::{App, AppState, Metrics};
-use crate::imaging;
+use crate::imaging::{self, DefaultStyle, ImagePool};
 use crate::jobs::{Backoff, DeliverWebhook, ProcessUpload, Runner, RunnerSettings, Sweep};
 use crate::keys::{KeyDeriver, load_or_create_secret};
 use crate::repo::Repo;
-use crate::repo::sqlite::SqliteRepo;
-use crate::store::{BlobStore, ObjectBlobStore};
+use crate::store::BlobStore;
 use crate::uploads::Uploads;
-use crate::upstream::{Fetcher, Upstreams};
+use crate::upstream::{CredentialSettings, Fetcher, UpstreamSettings, Upstreams};
 use crate::urls::PublicUrls;
 use crate::webhooks::Deliverer;
+use backends::Backends;
 
 /// How often idle job workers look for due jobs (they are also woken when one is queued).
 const JOB_POLL: Duration = Duration::from_millis(250);
@@ -36,7 +42,7 @@ const JOB_POLL: Duration = Duration::from_millis(250);
 pub struct Overrides {
     /// Time source; the system clock when `None`.
     pub clock: Option<Arc<dyn Clock>>,
-    /// Blob store; the local filesystem under the cache dir when `None`.
+    /// Blob store; the one `store.url` names when `None`.
     pub store: Option<Arc<dyn BlobStore>>,
 }
 
@@ -48,6 +54,15 @@ pub struct Application {
     runner: Runner,
     /// Tasks with nothing to finish (metrics upkeep, the disk index rebuild): aborted at shutdown.
     background: Vec<JoinHandle<()>>,
+}
+
+/// What the services are built from.
+struct Core {
+    clock: Arc<dyn Clock>,
+    repo: Arc<dyn Repo>,
+    store: Arc<dyn BlobStore>,
+    pool: ImagePool,
+    urls: PublicUrls,
 }
 
 impl Application {
@@ -70,215 +85,59 @@ impl Application {
 
     /// Build with replaced dependencies.
     pub async fn build_with(settings: Settings, overrides: Overrides) -> anyhow::Result<Self> {
-        let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        // First: handles registered from here on (the cache tiers' counters) reach the exporter.
         let prometheus = crate::telemetry::prometheus();
-        let dir = settings.cache.dir.clone();
-        crate::fsutil::create_private_dir(&dir).with_context(|| {
-            format!(
-                "cannot create the cache directory (cache.dir = {})",
-                dir.display()
-            )
-        })?;
-        let secret = load_or_create_secret(&settings.server.key_secret, &dir)
-            .context("cannot read or create the key secret in the cache directory")?;
-
-        let database_url = if settings.database.url.is_empty() {
-            format!("sqlite://{}", dir.join("avatar-proxy.db").display())
-        } else {
-            settings.database.url.expose().to_owned()
+        let secret = prepare_cache_dir(&settings)?;
+        let Backends { repo, store } = backends::open(&settings, overrides.store).await?;
+        let (listener, urls) = bind(&settings).await?;
+        let core = Core {
+            clock: overrides.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            repo,
+            store,
+            pool: ImagePool::new(image_workers(&settings)),
+            urls,
         };
-        let repo: Arc<dyn Repo> = Arc::new(
-            SqliteRepo::connect(&database_url)
-                .await
-                .context("cannot open the metadata database (database.url)")?,
-        );
-
-        let store: Arc<dyn BlobStore> = match overrides.store {
-            Some(store) => store,
-            None => Arc::new(
-                ObjectBlobStore::local(&dir.join("store")).context("cannot open the blob store")?,
-            ),
-        };
-        let jwt = crate::auth::verifier(&settings.auth)
-            .map_err(|e| anyhow::anyhow!("invalid configuration: auth: {e}"))?;
-
-        let disk_budget = settings.cache.max_size_mb.saturating_mul(1024 * 1024);
-        let disk = DiskTier::open(&dir.join("cache"), disk_budget)
-            .context("cannot open the disk cache")?;
-        let limits = imaging::Limits {
-            max_pixels: settings.images.max_pixels,
-            ..imaging::Limits::default()
-        };
-        let upstreams = Upstreams::from_settings(&settings).map_err(anyhow::Error::msg)?;
-        let fetcher = Fetcher::new(
-            upstreams,
-            settings.upstream.timeout,
-            settings.upstream.connect_timeout,
-            settings.cache.max_concurrent_downloads,
-            settings.images.max_image_bytes,
-            limits,
-        )
-        .context("cannot build the HTTP client")?;
-        let workers = match settings.images.workers {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-            n => n,
-        };
-        let pool = imaging::ImagePool::new(workers);
-        let default = DefaultChoice::parse(&settings.images.default_image)
-            .context("images.default_image is invalid")?;
-        let avatars = Avatars::new(
-            AvatarSettings {
-                sizes: settings.sorted_sizes(),
-                default_size: settings.images.default_size,
-                default,
-                lifetimes: Lifetimes {
-                    ttl: settings.cache.fresh_for(),
-                    grace: settings.cache.stale_for(),
-                },
-                negative_ttl: settings.cache.negative_ttl,
-                limits,
-                request_timeout: settings.server.request_timeout,
-            },
-            settings.cache.memory_mb.saturating_mul(1024 * 1024),
-            disk.clone(),
-            fetcher,
-            repo.clone(),
-            store.clone(),
-            clock.clone(),
-            pool.clone(),
-        );
-
-        let addr = settings.listen_addr().map_err(anyhow::Error::msg)?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} (server.listen)"))?;
-        let local = listener.local_addr()?;
-        let urls = if settings.server.public_base_url.is_empty() {
-            PublicUrls::new(&format!("http://{local}"))
-        } else {
-            PublicUrls::new(&settings.server.public_base_url)
-        };
-
-        let webhook_url = Some(settings.webhooks.url.clone()).filter(|u| !u.is_empty());
+        let disk = open_disk(&settings)?;
+        let avatars = build_avatars(&settings, &core, disk.clone())?;
+        let keys = KeyDeriver::new(&secret);
         let notifier = Notifier::new(
-            repo.clone(),
-            clock.clone(),
-            webhook_url.clone(),
+            core.repo.clone(),
+            core.clock.clone(),
+            Some(settings.webhooks.url.clone()).filter(|u| !u.is_empty()),
             settings.events.buffer,
         );
-        let keys = KeyDeriver::new(&secret);
-        let wake_jobs = Arc::new(tokio::sync::Notify::new());
+        let wake_jobs = Arc::new(Notify::new());
         let uploads = Uploads::new(
-            repo.clone(),
-            store.clone(),
+            core.repo.clone(),
+            core.store.clone(),
             &keys.sign("upload-url", b""),
             settings.uploads.clone(),
-            limits,
-            clock.clone(),
+            decode_limits(&settings),
+            core.clock.clone(),
             notifier.clone(),
-            urls.clone(),
+            core.urls.clone(),
             wake_jobs.clone(),
         );
-        let mut runner = Runner::new(
-            clock.clone(),
-            RunnerSettings {
-                lease: settings.jobs.lease,
-                heartbeat: settings.jobs.heartbeat,
-                poll: JOB_POLL,
-                backoff: Backoff {
-                    base: settings.jobs.retry_base,
-                    max: settings.jobs.retry_max,
-                },
-            },
-        );
-        let process_upload = ProcessUpload {
-            repo: repo.clone(),
-            store: store.clone(),
-            avatars: avatars.clone(),
-            pool: pool.clone(),
-            notifier: notifier.clone(),
-            clock: clock.clone(),
-            max_attempts: settings.jobs.max_attempts,
-            uploads: settings.uploads.clone(),
-            urls: urls.clone(),
-        };
-        runner.spawn(Arc::new(process_upload), settings.jobs.workers, wake_jobs);
-        if webhook_url.is_some() {
-            let deliverer = Deliverer::new(
-                settings.webhooks.secret.expose(),
-                settings.webhooks.allow_private,
-            )
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "invalid configuration: webhooks.secret (AVATAR_WEBHOOK_SECRET): {e}"
-                )
-            })?;
-            let deliver = DeliverWebhook {
-                repo: repo.clone(),
-                deliverer,
-                clock: clock.clone(),
-                max_attempts: settings.webhooks.max_attempts,
-            };
-            runner.spawn(Arc::new(deliver), 1, notifier.webhook_signal());
-        }
-        let sweep = Sweep {
-            avatars: avatars.clone(),
-            store: store.clone(),
-            temp_retention: settings.uploads.temp_retention,
-        };
-        runner.every(
-            "sweep-temporary-data",
-            settings.cache.cleanup_interval.max(Duration::from_secs(1)),
-            move || {
-                let sweep = sweep.clone();
-                async move { sweep.run().await }
-            },
-        );
-        let mut background = Vec::new();
-
+        let runner = start_jobs(&settings, &core, &avatars, &notifier, wake_jobs)?;
         let state = AppState::new(App {
-            jwt,
-            uploads,
-            notifier,
-            store,
-            api_key_digests: settings
-                .server
-                .api_keys
-                .iter()
-                .map(|k| Sha256::digest(k.expose().trim().as_bytes()).into())
-                .collect(),
-            keys,
-            urls,
-            repo,
-            clock,
-            avatars,
+            jwt: crate::auth::verifier(&settings.auth)
+                .map_err(|e| anyhow::anyhow!("invalid configuration: auth: {e}"))?,
+            api_key_digests: api_key_digests(&settings),
             metrics: Metrics {
                 prometheus,
                 serve_latency: metrics::histogram!("avatar_serve_duration_seconds"),
             },
+            uploads,
+            notifier,
+            keys,
+            avatars,
+            store: core.store,
+            repo: core.repo,
+            clock: core.clock,
+            urls: core.urls,
             settings: Arc::new(settings),
         });
-
-        let rebuild = tokio::task::spawn_blocking({
-            let disk = disk.clone();
-            move || {
-                let entries = disk.rebuild();
-                tracing::info!(entries, "disk cache index rebuilt");
-            }
-        });
-        // The recorder keeps histogram samples until upkeep drains them: without a scraper,
-        // they would pile up for ever.
-        let prometheus = state.metrics.prometheus.clone();
-        background.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                prometheus.run_upkeep();
-            }
-        }));
-        background.push(tokio::spawn(async move {
-            let _ = rebuild.await;
-        }));
+        let background = housekeeping(&state, disk);
         Ok(Self {
             listener,
             state,
@@ -343,4 +202,215 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+/// Create the cache dir (0700) and read or create the key secret kept there.
+fn prepare_cache_dir(settings: &Settings) -> anyhow::Result<Vec<u8>> {
+    let dir = &settings.cache.dir;
+    crate::fsutil::create_private_dir(dir).with_context(|| {
+        format!(
+            "cannot create the cache directory (cache.dir = {})",
+            dir.display()
+        )
+    })?;
+    load_or_create_secret(&settings.server.key_secret, dir)
+        .context("cannot read or create the key secret in the cache directory")
+}
+
+/// Bind the listener; the public URLs default to its address.
+async fn bind(settings: &Settings) -> anyhow::Result<(TcpListener, PublicUrls)> {
+    let addr = settings.server.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (server.listen)"))?;
+    let urls = match &settings.server.public_base_url {
+        Some(base) => PublicUrls::new(base.as_str()),
+        None => PublicUrls::new(&format!("http://{}", listener.local_addr()?)),
+    };
+    Ok((listener, urls))
+}
+
+/// Image workers: the configured number, or one per core.
+fn image_workers(settings: &Settings) -> usize {
+    match settings.images.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    }
+}
+
+fn decode_limits(settings: &Settings) -> imaging::Limits {
+    imaging::Limits {
+        max_pixels: settings.images.max_pixels,
+        ..imaging::Limits::default()
+    }
+}
+
+fn open_disk(settings: &Settings) -> anyhow::Result<DiskTier> {
+    let budget = settings.cache.max_size_mb.saturating_mul(1024 * 1024);
+    DiskTier::open(&settings.cache.dir.join("cache"), budget).context("cannot open the disk cache")
+}
+
+/// The upstreams as the upstream layer takes them.
+fn upstream_settings(settings: &Settings) -> Vec<UpstreamSettings> {
+    settings
+        .upstreams
+        .iter()
+        .map(|(name, s)| UpstreamSettings {
+            name: name.clone(),
+            hosts: s.hosts.clone(),
+            credential: CredentialSettings {
+                pat: s.pat.expose().to_owned(),
+                bearer: s.bearer.expose().to_owned(),
+                basic_user: s.basic_user.expose().to_owned(),
+                basic_password: s.basic_password.expose().to_owned(),
+                header: s.header.expose().to_owned(),
+                cookie: s.cookie.expose().to_owned(),
+            },
+            allow_http: s.allow_http,
+            allow_private: s.allow_private,
+        })
+        .collect()
+}
+
+fn default_choice(image: DefaultImage) -> DefaultChoice {
+    match image {
+        DefaultImage::NotFound => DefaultChoice::NotFound,
+        DefaultImage::Identicon => DefaultChoice::Style(DefaultStyle::Identicon),
+        DefaultImage::MysteryPerson => DefaultChoice::Style(DefaultStyle::MysteryPerson),
+        DefaultImage::Initials => DefaultChoice::Style(DefaultStyle::Initials),
+        DefaultImage::Blank => DefaultChoice::Style(DefaultStyle::Blank),
+    }
+}
+
+/// The resolver, with its fetcher and caches.
+fn build_avatars(settings: &Settings, core: &Core, disk: DiskTier) -> anyhow::Result<Avatars> {
+    let upstreams = Upstreams::from_settings(&upstream_settings(settings))
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let limits = decode_limits(settings);
+    let fetcher = Fetcher::new(
+        upstreams,
+        settings.upstream.timeout,
+        settings.upstream.connect_timeout,
+        settings.cache.max_concurrent_downloads,
+        settings.images.max_image_bytes,
+        limits,
+    )
+    .context("cannot build the HTTP client")?;
+    let avatar_settings = AvatarSettings {
+        sizes: settings.sorted_sizes(),
+        default_size: settings.images.default_size,
+        default: default_choice(settings.images.default_image),
+        lifetimes: Lifetimes {
+            ttl: settings.cache.fresh_for(),
+            grace: settings.cache.stale_for(),
+        },
+        negative_ttl: settings.cache.negative_ttl,
+        limits,
+        request_timeout: settings.server.request_timeout,
+    };
+    Ok(Avatars::new(
+        avatar_settings,
+        settings.cache.memory_mb.saturating_mul(1024 * 1024),
+        disk,
+        fetcher,
+        core.repo.clone(),
+        core.store.clone(),
+        core.clock.clone(),
+        core.pool.clone(),
+    ))
+}
+
+/// The runner with every job type: upload processing, webhook delivery, the periodic sweep.
+fn start_jobs(
+    settings: &Settings,
+    core: &Core,
+    avatars: &Avatars,
+    notifier: &Notifier,
+    wake_jobs: Arc<Notify>,
+) -> anyhow::Result<Runner> {
+    let jobs = &settings.jobs;
+    let backoff = Backoff {
+        base: jobs.retry_base,
+        max: jobs.retry_max,
+    };
+    let runner_settings = RunnerSettings {
+        lease: jobs.lease,
+        heartbeat: jobs.heartbeat,
+        poll: JOB_POLL,
+        backoff,
+    };
+    let mut runner = Runner::new(core.clock.clone(), runner_settings);
+    let process_upload = ProcessUpload {
+        repo: core.repo.clone(),
+        store: core.store.clone(),
+        avatars: avatars.clone(),
+        pool: core.pool.clone(),
+        notifier: notifier.clone(),
+        clock: core.clock.clone(),
+        max_attempts: jobs.max_attempts,
+        uploads: settings.uploads.clone(),
+        urls: core.urls.clone(),
+    };
+    runner.spawn(Arc::new(process_upload), jobs.workers, wake_jobs);
+    if !settings.webhooks.url.is_empty() {
+        let webhooks = &settings.webhooks;
+        let deliverer =
+            Deliverer::new(webhooks.secret.expose(), webhooks.allow_private).map_err(|e| {
+                anyhow::anyhow!(
+                    "invalid configuration: webhooks.secret (AVATAR_WEBHOOK_SECRET): {e}"
+                )
+            })?;
+        let deliver = DeliverWebhook {
+            repo: core.repo.clone(),
+            deliverer,
+            clock: core.clock.clone(),
+            max_attempts: webhooks.max_attempts,
+        };
+        runner.spawn(Arc::new(deliver), 1, notifier.webhook_signal());
+    }
+    let sweep = Sweep {
+        avatars: avatars.clone(),
+        store: core.store.clone(),
+        temp_retention: settings.uploads.temp_retention,
+    };
+    let period = settings.cache.cleanup_interval.max(Duration::from_secs(1));
+    runner.every("sweep-temporary-data", period, move || {
+        let sweep = sweep.clone();
+        async move { sweep.run().await }
+    });
+    Ok(runner)
+}
+
+/// SHA-256 of each service API key (compared in constant time).
+fn api_key_digests(settings: &Settings) -> Vec<[u8; 32]> {
+    settings
+        .server
+        .api_keys
+        .iter()
+        .map(|k| Sha256::digest(k.expose().trim().as_bytes()).into())
+        .collect()
+}
+
+/// Tasks with nothing to finish: the disk index rebuild and the metrics upkeep.
+fn housekeeping(state: &AppState, disk: DiskTier) -> Vec<JoinHandle<()>> {
+    let rebuild = tokio::task::spawn_blocking(move || {
+        let entries = disk.rebuild();
+        tracing::info!(entries, "disk cache index rebuilt");
+    });
+    // The recorder keeps histogram samples until upkeep drains them: without a scraper,
+    // they would pile up for ever.
+    let prometheus = state.metrics.prometheus.clone();
+    let upkeep = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            prometheus.run_upkeep();
+        }
+    });
+    vec![
+        upkeep,
+        tokio::spawn(async move {
+            let _ = rebuild.await;
+        }),
+    ]
 }

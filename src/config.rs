@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use crate::hosts::HostPattern;
+
 /// The defaults, documented key by key; the base layer of every configuration.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -98,6 +100,8 @@ pub struct Settings {
     pub upstream: UpstreamDefaults,
     /// Metadata database.
     pub database: DatabaseSettings,
+    /// Durable blob store.
+    pub store: StoreSettings,
     /// User authentication (JWT).
     pub auth: AuthSettings,
     /// User uploads.
@@ -118,9 +122,10 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     /// Address to bind (`AVATAR_LISTEN`).
-    pub listen: String,
+    pub listen: SocketAddr,
     /// Base of the URLs handed to browsers (`AVATAR_PUBLIC_BASE_URL`); empty → `http://{listen}`.
-    pub public_base_url: String,
+    #[serde(with = "optional_url")]
+    pub public_base_url: Option<url::Url>,
     /// Bearer keys of backend services (`AVATAR_API_KEYS`).
     pub api_keys: Vec<Secret>,
     /// HMAC secret for public keys (`AVATAR_KEY_SECRET`); empty → generated and kept on disk.
@@ -196,7 +201,7 @@ pub struct ImageSettings {
     /// Size when none is asked for (`AVATAR_DEFAULT_SIZE`).
     pub default_size: u32,
     /// What a key without avatar shows (`AVATAR_DEFAULT_IMAGE`).
-    pub default_image: String,
+    pub default_image: DefaultImage,
     /// Largest upstream image in bytes (`AVATAR_MAX_IMAGE_BYTES`).
     pub max_image_bytes: usize,
     /// Largest decoded image in pixels (`AVATAR_MAX_PIXELS`).
@@ -223,6 +228,14 @@ pub struct UpstreamDefaults {
 pub struct DatabaseSettings {
     /// `sqlite://…`; empty → SQLite in the cache dir (`AVATAR_DATABASE_URL`).
     pub url: Secret,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `file:///path`; empty → a folder in the cache dir (`AVATAR_STORE`).
+    pub url: String,
 }
 
 /// `[auth]`: JWT validation for user endpoints.
@@ -304,6 +317,62 @@ pub struct WebhookSettings {
     pub max_attempts: u32,
 }
 
+/// What a key without an avatar shows (`AVATAR_DEFAULT_IMAGE`): the Gravatar/Libravatar
+/// vocabulary, case-insensitive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultImage {
+    /// `404`: no image, a 404.
+    NotFound,
+    /// `identicon`: a geometric pattern from the key.
+    Identicon,
+    /// `mp` (also `mm`, `mysteryman`, `mystery-person`): a silhouette.
+    MysteryPerson,
+    /// `initials`: the display name's initials.
+    Initials,
+    /// `blank`: a transparent image.
+    Blank,
+}
+
+impl DefaultImage {
+    /// Parse the vocabulary; `None` for anything else.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Some(match raw.trim().to_ascii_lowercase().as_str() {
+            "404" => Self::NotFound,
+            "identicon" => Self::Identicon,
+            "mp" | "mm" | "mysteryman" | "mystery-person" => Self::MysteryPerson,
+            "initials" => Self::Initials,
+            "blank" => Self::Blank,
+            _ => return None,
+        })
+    }
+
+    /// The canonical name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotFound => "404",
+            Self::Identicon => "identicon",
+            Self::MysteryPerson => "mp",
+            Self::Initials => "initials",
+            Self::Blank => "blank",
+        }
+    }
+}
+
+impl Serialize for DefaultImage {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for DefaultImage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Self::parse(&raw).ok_or_else(|| {
+            serde::de::Error::custom("expected identicon, mp, initials, blank or 404")
+        })
+    }
+}
+
 /// `[events]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -319,7 +388,7 @@ pub struct EventSettings {
 pub struct UpstreamSettings {
     /// Host patterns: `host`, `host:port` or `*.domain`.
     #[serde(default)]
-    pub hosts: Vec<String>,
+    pub hosts: Vec<HostPattern>,
     /// Personal access token, sent as Basic with an empty user.
     #[serde(default)]
     pub pat: Secret,
@@ -344,6 +413,26 @@ pub struct UpstreamSettings {
     /// Allow private, loopback and link-local addresses (internal upstreams, tests).
     #[serde(default)]
     pub allow_private: bool,
+}
+
+impl UpstreamSettings {
+    /// The kinds of credential configured (`pat`, `bearer`, `basic`, `header`, `cookie`); at
+    /// most one is valid.
+    pub fn credential_kinds(&self) -> Vec<&'static str> {
+        [
+            ("pat", !self.pat.is_empty()),
+            ("bearer", !self.bearer.is_empty()),
+            (
+                "basic",
+                !self.basic_user.is_empty() || !self.basic_password.is_empty(),
+            ),
+            ("header", !self.header.is_empty()),
+            ("cookie", !self.cookie.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(kind, set)| set.then_some(kind))
+        .collect()
+    }
 }
 
 /// How a value from the environment is turned into a TOML value.
@@ -436,6 +525,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("AVATAR_JOB_RETRY_BASE", "jobs.retry_base", Kind::Str),
     ("AVATAR_JOB_RETRY_MAX", "jobs.retry_max", Kind::Str),
     ("AVATAR_EVENTS_BUFFER", "events.buffer", Kind::Int),
+    ("AVATAR_STORE", "store.url", Kind::Str),
     ("AVATAR_JOB_LEASE", "jobs.lease", Kind::Str),
     ("AVATAR_JOB_HEARTBEAT", "jobs.heartbeat", Kind::Str),
     ("AVATAR_JOB_DRAIN_TIMEOUT", "jobs.drain_timeout", Kind::Str),
@@ -517,17 +607,13 @@ impl Settings {
 
     fn validate(&self, named: &dyn Fn(String) -> String) -> Result<(), ConfigError> {
         let key = |k: &str| named(k.to_owned());
-        self.listen_addr()
-            .map_err(|e| invalid(key("server.listen"), e))?;
-        if !self.server.public_base_url.is_empty() {
-            let url = url::Url::parse(&self.server.public_base_url)
-                .map_err(|e| invalid(key("server.public_base_url"), e))?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(invalid(
-                    key("server.public_base_url"),
-                    "must be an http or https URL",
-                ));
-            }
+        if let Some(url) = &self.server.public_base_url
+            && !matches!(url.scheme(), "http" | "https")
+        {
+            return Err(invalid(
+                key("server.public_base_url"),
+                "must be an http or https URL",
+            ));
         }
         if self.server.api_keys.iter().any(Secret::is_empty) {
             return Err(invalid(key("server.api_keys"), "empty key in the list"));
@@ -542,12 +628,6 @@ impl Settings {
         if images.default_size == 0 || images.default_size > 2048 {
             return Err(invalid(key("images.default_size"), "must be in 1..=2048"));
         }
-        crate::avatars::DefaultChoice::parse(&images.default_image).ok_or_else(|| {
-            invalid(
-                key("images.default_image"),
-                "expected identicon, mp, initials, blank or 404",
-            )
-        })?;
         if images.max_image_bytes < 1024 {
             return Err(invalid(
                 key("images.max_image_bytes"),
@@ -613,24 +693,14 @@ impl Settings {
                     "an upstream needs at least one host",
                 ));
             }
-            for host in &upstream.hosts {
-                crate::upstream::HostPattern::parse(host)
-                    .map_err(|e| invalid(key(&format!("{base}.hosts")), e))?;
+            if upstream.credential_kinds().len() > 1 {
+                return Err(invalid(
+                    key(&base),
+                    "configure one credential per upstream (pat, bearer, basic, header or cookie)",
+                ));
             }
-            crate::upstream::Credential::from_settings(upstream)
-                .map_err(|e| invalid(key(&base), e))?;
         }
         Ok(())
-    }
-
-    /// The socket address to bind.
-    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
-        self.server.listen.parse().map_err(|_| {
-            format!(
-                "`{}` is not an address like 127.0.0.1:8080",
-                self.server.listen
-            )
-        })
     }
 
     /// Sizes in ascending order without duplicates.
@@ -735,6 +805,26 @@ fn merge(base: &mut toml::Table, overlay: toml::Table) {
 }
 
 /// Serde adapter for durations written as "90s", "24h", "7d" (or a number of seconds).
+/// An optional URL: empty text is `None`.
+mod optional_url {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use url::Url;
+
+    pub fn serialize<S: Serializer>(u: &Option<Url>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(u.as_ref().map_or("", Url::as_str))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Error> {
+        let raw = String::deserialize(d)?;
+        if raw.trim().is_empty() {
+            return Ok(None);
+        }
+        Url::parse(raw.trim())
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 mod human_duration {
     use std::time::Duration;
 
@@ -802,7 +892,7 @@ mod tests {
         assert_eq!(s.cache.stale_for(), Duration::from_secs(7 * 24 * 3600));
         assert_eq!(s.cache.max_size_mb, 500);
         assert_eq!(s.cache.max_concurrent_downloads, 10);
-        assert_eq!(s.server.listen, "127.0.0.1:8080");
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.images.sizes, vec![32, 64, 128, 256, 512]);
     }
 
@@ -848,7 +938,8 @@ mod tests {
         ])
         .expect("loads");
         let azure = &s.upstreams["azure"];
-        assert_eq!(azure.hosts, vec!["dev.azure.com", "*.visualstudio.com"]);
+        let hosts: Vec<String> = azure.hosts.iter().map(ToString::to_string).collect();
+        assert_eq!(hosts, vec!["dev.azure.com", "*.visualstudio.com"]);
         assert_eq!(azure.pat.expose(), "s3cr3t");
         let gitlab = &s.upstreams["my_gitlab"];
         assert_eq!(gitlab.basic_user.expose(), "bot");

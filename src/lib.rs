@@ -30,6 +30,7 @@ pub mod config;
 pub mod events;
 pub mod fault;
 pub mod fsutil;
+pub mod hosts;
 pub mod http;
 pub mod ids;
 pub mod imaging;

@@ -1,6 +1,7 @@
 //! Upstream identity providers and the authenticated fetcher.
 //!
-//! - [`hosts`]: host patterns of the allow-list (`host`, `host:port`, `*.domain`).
+//! - [`HostPattern`] (from `crate::hosts`): host patterns of the allow-list (`host`,
+//!   `host:port`, `*.domain`).
 //! - [`credential`]: the one credential of an upstream, attached only on its own hosts.
 //! - [`guard`]: address rules applied after DNS resolution (SSRF guard).
 //! - [`fetch`]: the fetcher: redirects re-checked hop by hop, byte cap while streaming,
@@ -9,17 +10,29 @@
 pub mod credential;
 pub mod fetch;
 pub mod guard;
-pub mod hosts;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub use credential::Credential;
+pub use crate::hosts::HostPattern;
+pub use credential::{Credential, CredentialSettings};
 pub use fetch::{FetchOutcome, Fetched, Fetcher, UpstreamError, Validators};
-pub use hosts::HostPattern;
 use url::Url;
 
-use crate::config::Settings;
+/// One upstream as configured: built from the settings at start-up.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// Name (metrics label).
+    pub name: String,
+    /// Hosts it covers.
+    pub hosts: Vec<HostPattern>,
+    /// Its credential.
+    pub credential: CredentialSettings,
+    /// Plain HTTP allowed.
+    pub allow_http: bool,
+    /// Private and loopback addresses allowed.
+    pub allow_private: bool,
+}
 
 /// One configured upstream.
 #[derive(Debug)]
@@ -63,19 +76,16 @@ impl Upstream {
 pub struct Upstreams(Arc<Vec<Arc<Upstream>>>);
 
 impl Upstreams {
-    /// Build from settings (already validated).
-    pub fn from_settings(settings: &Settings) -> Result<Self, String> {
+    /// Build the allow-list; an error names the upstream whose credential is malformed.
+    pub fn from_settings(settings: &[UpstreamSettings]) -> Result<Self, String> {
         let mut list = Vec::new();
-        for (name, s) in &settings.upstreams {
-            let hosts = s
-                .hosts
-                .iter()
-                .map(|h| HostPattern::parse(h))
-                .collect::<Result<Vec<_>, _>>()?;
+        for s in settings {
+            let credential = Credential::from_settings(&s.credential)
+                .map_err(|e| format!("upstreams.{}: {e}", s.name))?;
             list.push(Arc::new(Upstream {
-                name: name.clone(),
-                hosts,
-                credential: Credential::from_settings(s)?,
+                name: s.name.clone(),
+                hosts: s.hosts.clone(),
+                credential,
                 allow_http: s.allow_http,
                 allow_private: s.allow_private,
                 auth_failure_logged: AtomicBool::new(false),
