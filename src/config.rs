@@ -135,6 +135,10 @@ pub struct ServerSettings {
     /// Upper bound of one request to this service (`AVATAR_REQUEST_TIMEOUT`).
     #[serde(with = "human_duration")]
     pub request_timeout: Duration,
+    /// Identity records per rewrite call (`AVATAR_REWRITE_MAX_RECORDS`).
+    pub rewrite_max_records: usize,
+    /// Largest rewrite request body, in bytes (`AVATAR_REWRITE_MAX_BYTES`).
+    pub rewrite_max_bytes: usize,
 }
 
 /// Log output style.
@@ -526,6 +530,16 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("AVATAR_JOB_RETRY_MAX", "jobs.retry_max", Kind::Str),
     ("AVATAR_EVENTS_BUFFER", "events.buffer", Kind::Int),
     ("AVATAR_STORE", "store.url", Kind::Str),
+    (
+        "AVATAR_REWRITE_MAX_RECORDS",
+        "server.rewrite_max_records",
+        Kind::Int,
+    ),
+    (
+        "AVATAR_REWRITE_MAX_BYTES",
+        "server.rewrite_max_bytes",
+        Kind::Int,
+    ),
     ("AVATAR_JOB_LEASE", "jobs.lease", Kind::Str),
     ("AVATAR_JOB_HEARTBEAT", "jobs.heartbeat", Kind::Str),
     ("AVATAR_JOB_DRAIN_TIMEOUT", "jobs.drain_timeout", Kind::Str),
@@ -613,6 +627,12 @@ impl Settings {
             return Err(invalid(
                 key("server.public_base_url"),
                 "must be an http or https URL",
+            ));
+        }
+        if self.server.rewrite_max_records == 0 {
+            return Err(invalid(
+                key("server.rewrite_max_records"),
+                "must be at least 1",
             ));
         }
         if self.server.api_keys.iter().any(Secret::is_empty) {
@@ -962,6 +982,33 @@ mod tests {
         assert!(err.to_string().contains("AVATAR_UPSTREAM_X_TOKEN"), "{err}");
         let err = load(&[("AVATAR_LISTEN", "localhost")]).expect_err("rejects");
         assert!(err.to_string().contains("server.listen"), "{err}");
+    }
+
+    #[test]
+    fn settings_arrive_typed_and_bad_values_name_their_key() {
+        let s = load(&[
+            ("AVATAR_DEFAULT_IMAGE", "Identicon"),
+            ("AVATAR_PUBLIC_BASE_URL", "https://avatars.example/"),
+            ("AVATAR_UPSTREAM_A_HOSTS", "*.example.com, b.example:8443"),
+        ])
+        .expect("loads");
+        assert_eq!(s.images.default_image, DefaultImage::Identicon);
+        assert_eq!(
+            s.server.public_base_url.as_ref().map(url::Url::as_str),
+            Some("https://avatars.example/")
+        );
+        let hosts: Vec<String> = s.upstreams["a"]
+            .hosts
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(hosts, ["*.example.com", "b.example:8443"]);
+        let err = load(&[("AVATAR_DEFAULT_IMAGE", "sparkles")]).expect_err("rejects");
+        assert!(err.to_string().contains("images.default_image"), "{err}");
+        let err = load(&[("AVATAR_UPSTREAM_A_HOSTS", "a.example/path")]).expect_err("rejects");
+        assert!(err.to_string().contains("upstreams.a.hosts"), "{err}");
+        let err = load(&[("AVATAR_PUBLIC_BASE_URL", "not a url")]).expect_err("rejects");
+        assert!(err.to_string().contains("server.public_base_url"), "{err}");
     }
 
     #[test]

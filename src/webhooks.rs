@@ -1,8 +1,8 @@
 //! Webhooks: events signed the Standard Webhooks way and posted to the configured endpoint.
 //!
-//! This module is the signed HTTP client only; the `deliver-webhook` job
-//! (`crate::jobs::deliver_webhook`) takes messages from the persisted outbox, retries them with
-//! the jobs' backoff, and disables an endpoint that answers 410.
+//! This module is the signed HTTP client only; the `deliver-webhook` job (in the jobs service)
+//! takes messages from the persisted outbox, retries them with the jobs' backoff, and disables
+//! an endpoint that answers 410.
 
 pub mod signature;
 

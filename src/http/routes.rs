@@ -39,7 +39,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         // No timer here: a memory hit must not pay for one. The resolver bounds its slow path.
         .merge(avatars::router())
-        .merge(identities::router().layer(timeout))
+        .merge(identities::router(state.settings.server.rewrite_max_bytes).layer(timeout))
         .merge(user_routes)
         // Streams outlive any request timeout.
         .merge(events::router())

@@ -18,15 +18,13 @@ use crate::http::{ApiError, ApiResult, AppState};
 use crate::keys::UserKey;
 use crate::repo::Identity;
 
-/// Records per rewrite call.
-pub const MAX_RECORDS: usize = 1000;
-
-/// Routes of this module.
-pub fn router() -> Router<AppState> {
+/// Routes of this module; a rewrite body may have `max_body` bytes
+/// (`AVATAR_REWRITE_MAX_BYTES`).
+pub fn router(max_body: usize) -> Router<AppState> {
     Router::new()
         .route(
             "/v1/identities/rewrite",
-            post(rewrite).layer(DefaultBodyLimit::max(8 * 1024 * 1024)),
+            post(rewrite).layer(DefaultBodyLimit::max(max_body)),
         )
         .route("/v1/identities/{user_id}", put(register_one))
         .route("/v1/cache/{key}", delete(purge))
@@ -71,11 +69,12 @@ async fn rewrite(
     body: Result<Json<RewriteRequest>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
     let Json(request) = body?;
-    if request.identities.len() > MAX_RECORDS {
+    let max_records = state.settings.server.rewrite_max_records;
+    if request.identities.len() > max_records {
         return Err(ApiError::client(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too-many-records",
-            format!("at most {MAX_RECORDS} identities per call"),
+            format!("at most {max_records} identities per call"),
         ));
     }
     let now = state.clock.now_millis();

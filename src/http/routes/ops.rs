@@ -75,7 +75,7 @@ async fn limits(State(state): State<AppState>) -> Json<serde_json::Value> {
         "defaults": ["404", "identicon", "mp", "initials", "blank"],
         "max_upstream_image_bytes": s.images.max_image_bytes,
         "max_pixels": s.images.max_pixels,
-        "max_identities_per_rewrite": super::identities::MAX_RECORDS,
+        "max_identities_per_rewrite": s.server.rewrite_max_records,
         "uploads": {
             "max_bytes": s.uploads.max_bytes,
             "accepted_types": crate::uploads::ACCEPTED_TYPES,
