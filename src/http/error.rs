@@ -241,3 +241,48 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
 
 /// Result alias for handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_upload_refusal_keeps_its_status_and_code() {
+        let cases = [
+            (UploadError::TooLarge(10), 413, "too-large"),
+            (UploadError::UrlExpired, 403, "upload-url-expired"),
+            (UploadError::AlreadyUploaded, 409, "already-uploaded"),
+            (UploadError::Expired, 410, "upload-expired"),
+            (UploadError::InvalidCrop("x".into()), 400, "invalid-crop"),
+            (UploadError::InvalidImage("x".into()), 422, "invalid-image"),
+            (
+                UploadError::Store(StoreError::NotFound),
+                503,
+                "store-unavailable",
+            ),
+        ];
+        for (error, status, code) in cases {
+            let api = ApiError::from(error);
+            assert_eq!((api.status().as_u16(), api.code()), (status, code));
+        }
+    }
+
+    #[test]
+    fn a_backend_cause_reaches_the_log_layer_never_the_body() {
+        let error = ApiError::from(StoreError::Backend("/var/cache/store: disk on fire".into()));
+        let response = error.into_response();
+        let logged = response
+            .extensions()
+            .get::<LoggedError>()
+            .expect("attached for the log layer")
+            .clone();
+        assert!(
+            logged
+                .cause
+                .as_deref()
+                .is_some_and(|c| c.contains("disk on fire"))
+        );
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!logged.message.contains("disk on fire"));
+    }
+}

@@ -193,79 +193,7 @@ impl ProcessUpload {
         job.updated_at = now;
         job.locked_until = None;
         match settlement {
-            Settlement::Done(Processed {
-                version,
-                variants,
-                exif,
-                took,
-            }) => {
-                let key = job.user_key.clone();
-                let previous = self
-                    .repo
-                    .set_avatar(&AvatarRecord {
-                        user_key: key.clone(),
-                        version: version.clone(),
-                        variants: variants.clone(),
-                        updated_at: now,
-                    })
-                    .await?;
-                self.avatars.forget(&key);
-                if let Some(old) = previous.filter(|p| p.version != version)
-                    && let Err(e) = self
-                        .store
-                        .delete_prefix(&paths::avatar_version(&key, &old.version))
-                        .await
-                {
-                    tracing::warn!(error = %e, "could not delete a replaced avatar's variants");
-                }
-                if !self.uploads.keep_originals
-                    && let Err(e) = self
-                        .store
-                        .delete_prefix(&paths::original(&job.upload_id))
-                        .await
-                {
-                    tracing::warn!(error = %e, "could not delete a processed original (the sweep will)");
-                }
-                let urls: serde_json::Map<String, Value> = self
-                    .uploads
-                    .variant_sizes
-                    .iter()
-                    .map(|s| {
-                        let url = self.urls.avatar_sized(&key, *s, &version);
-                        (s.to_string(), Value::String(url))
-                    })
-                    .collect();
-                let reported = variants
-                    .iter()
-                    .map(|v| ReportedVariant {
-                        size: v.size,
-                        width: v.width,
-                        height: v.height,
-                        format: v.format,
-                        bytes: v.bytes,
-                        url: self.urls.avatar_file(&key, v.format, v.size, &version),
-                    })
-                    .collect();
-                job.status = JobStatus::Completed;
-                job.error = None;
-                job.result = Some(JobResult {
-                    version: version.clone(),
-                    variants: reported,
-                    exif,
-                    processing_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
-                });
-                if !self.repo.update_job(&job, owner).await? {
-                    return Ok(false);
-                }
-                self.notifier
-                    .publish(
-                        &key,
-                        EventKind::ProfileImageCompleted,
-                        json!({"job_id": job.job_id, "version": version, "urls": urls}),
-                    )
-                    .await;
-                metrics::counter!("avatar_jobs_total", "outcome" => "completed").increment(1);
-            }
+            Settlement::Done(processed) => return self.complete(job, processed, owner).await,
             Settlement::RetryAt { at, reason } => {
                 job.status = JobStatus::Queued;
                 job.run_at = at;
@@ -291,6 +219,90 @@ impl ProcessUpload {
                     .await;
             }
         }
+        Ok(true)
+    }
+
+    /// Make the rendered variants the user's avatar, drop what they replace, record the result
+    /// and tell the user.
+    async fn complete(
+        &self,
+        mut job: JobRecord,
+        processed: Processed,
+        owner: &str,
+    ) -> Result<bool, RepoError> {
+        let Processed {
+            version,
+            variants,
+            exif,
+            took,
+        } = processed;
+        let now = job.updated_at;
+        let key = job.user_key.clone();
+        let previous = self
+            .repo
+            .set_avatar(&AvatarRecord {
+                user_key: key.clone(),
+                version: version.clone(),
+                variants: variants.clone(),
+                updated_at: now,
+            })
+            .await?;
+        self.avatars.forget(&key);
+        if let Some(old) = previous.filter(|p| p.version != version)
+            && let Err(e) = self
+                .store
+                .delete_prefix(&paths::avatar_version(&key, &old.version))
+                .await
+        {
+            tracing::warn!(error = %e, "could not delete a replaced avatar's variants");
+        }
+        if !self.uploads.keep_originals
+            && let Err(e) = self
+                .store
+                .delete_prefix(&paths::original(&job.upload_id))
+                .await
+        {
+            tracing::warn!(error = %e, "could not delete a processed original (the sweep will)");
+        }
+        let urls: serde_json::Map<String, Value> = self
+            .uploads
+            .variant_sizes
+            .iter()
+            .map(|s| {
+                let url = self.urls.avatar_sized(&key, *s, &version);
+                (s.to_string(), Value::String(url))
+            })
+            .collect();
+        let reported = variants
+            .iter()
+            .map(|v| ReportedVariant {
+                size: v.size,
+                width: v.width,
+                height: v.height,
+                format: v.format,
+                bytes: v.bytes,
+                url: self.urls.avatar_file(&key, v.format, v.size, &version),
+            })
+            .collect();
+        job.status = JobStatus::Completed;
+        job.error = None;
+        job.result = Some(JobResult {
+            version: version.clone(),
+            variants: reported,
+            exif,
+            processing_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        });
+        if !self.repo.update_job(&job, owner).await? {
+            return Ok(false);
+        }
+        self.notifier
+            .publish(
+                &key,
+                EventKind::ProfileImageCompleted,
+                json!({"job_id": job.job_id, "version": version, "urls": urls}),
+            )
+            .await;
+        metrics::counter!("avatar_jobs_total", "outcome" => "completed").increment(1);
         Ok(true)
     }
 
