@@ -5,21 +5,24 @@
 //! them in a two-tier cache, and serves them at stable local URLs.
 //!
 //! Map of the crate, by layer; dependencies point down only, and nothing below the HTTP edge
-//! imports axum or knows a status code:
+//! imports axum or knows a status code (the README's "Architecture" walks a request and an
+//! upload through them):
 //!
-//! - [`app`]: start-up assembly: build the services from settings, bind the listener, spawn the
-//!   background tasks, shut down.
+//! - [`app`]: start-up assembly: open the backends the settings name ([`app::backends`]), build
+//!   the services, bind the listener, start the job runner, serve, drain at shutdown.
 //! - [`http`]: the HTTP edge: state, extractors (JWT user, service caller), [`http::ApiError`]
-//!   and its conversions, one route file per resource and the router with its middleware.
+//!   with a `From` per service error (logged once by a layer), one route file per resource.
 //! - Services: [`avatars`] (the resolver: upload → upstream → generated default, never a broken
-//!   image), [`uploads`] (signed URLs, direct uploads), [`jobs`] (processing), [`events`]
-//!   (WebSocket/SSE fan-out, webhook outbox), [`webhooks`] (signed delivery).
+//!   image), [`uploads`] (signed URLs, direct uploads), [`jobs`] (one runner, named jobs),
+//!   [`events`] (per-user WebSocket/SSE channels, webhook outbox), [`webhooks`] (signed posts).
 //! - Core: [`cache`] (memory tier, disk tier, single flight, freshness), [`upstream`]
 //!   (allow-list, credentials, SSRF guard, the streaming fetcher), [`imaging`] (sniff, probe,
-//!   decode, resize, encode, defaults), [`store`] (durable blobs), [`repo`] (metadata), [`keys`]
-//!   (user id → opaque public key), [`auth`] (JWT verification), [`fault`] (user-facing
+//!   decode, resize, encode, defaults, the worker pool), [`store`] (durable blobs and their
+//!   paths), [`repo`] (typed metadata), [`keys`] (user id → opaque public key), [`auth`] (JWT
+//!   verification), [`urls`] (public URLs), [`ids`] (id newtypes), [`fault`] (user-facing
 //!   messages).
-//! - Bottom: [`config`] (settings), [`clock`] (time), [`telemetry`], [`fsutil`].
+//! - Bottom: [`config`] (typed settings), [`clock`] (time as [`clock::Millis`]), [`hosts`]
+//!   (host patterns), [`telemetry`], [`fsutil`].
 
 pub mod app;
 pub mod auth;

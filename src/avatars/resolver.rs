@@ -13,9 +13,9 @@
 //! ```
 //!
 //! This file holds the order (upload > upstream > default) and the caches' lifecycle; each
-//! concern lives in its own file: [`registry`] (identity lookups), [`uploaded`] (the user's
-//! stored variants), [`sources`] (upstream copies and fetching), [`variants`] (derived sizes and
-//! formats), [`defaults`] (generated images and the `d=404` answer). Image work runs in the
+//! concern lives in its own file: `registry` (identity lookups), `uploaded` (the user's
+//! stored variants), `sources` (upstream copies and fetching), `variants` (derived sizes and
+//! formats), `defaults` (generated images and the `d=404` answer). Image work runs in the
 //! shared [`ImagePool`] handed in at start-up.
 
 mod defaults;
