@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod env;
+
 pub use crate::hosts::HostPattern;
+use env::{env_key, env_value, merge, set_path};
 
 /// The defaults, documented key by key; the base layer of every configuration.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -439,137 +442,6 @@ impl UpstreamSettings {
     }
 }
 
-/// How a value from the environment is turned into a TOML value.
-#[derive(Clone, Copy)]
-enum Kind {
-    Str,
-    Int,
-    Bool,
-    StrList,
-    IntList,
-}
-
-/// Every plain environment variable and the key it sets.
-const ENV_KEYS: &[(&str, &str, Kind)] = &[
-    ("AVATAR_LISTEN", "server.listen", Kind::Str),
-    (
-        "AVATAR_PUBLIC_BASE_URL",
-        "server.public_base_url",
-        Kind::Str,
-    ),
-    ("AVATAR_API_KEYS", "server.api_keys", Kind::StrList),
-    ("AVATAR_KEY_SECRET", "server.key_secret", Kind::Str),
-    ("AVATAR_LOG_FORMAT", "server.log_format", Kind::Str),
-    (
-        "AVATAR_REQUEST_TIMEOUT",
-        "server.request_timeout",
-        Kind::Str,
-    ),
-    ("AVATAR_CACHE_DIR", "cache.dir", Kind::Str),
-    ("AVATAR_CACHE_TTL_HOURS", "cache.ttl_hours", Kind::Int),
-    ("AVATAR_CACHE_TTL", "cache.ttl", Kind::Str),
-    ("AVATAR_CACHE_STALE", "cache.stale", Kind::Str),
-    ("AVATAR_CACHE_STALE_HOURS", "cache.stale_hours", Kind::Int),
-    ("AVATAR_CACHE_NEGATIVE_TTL", "cache.negative_ttl", Kind::Str),
-    ("AVATAR_CACHE_MAX_SIZE_MB", "cache.max_size_mb", Kind::Int),
-    ("AVATAR_MEMORY_CACHE_MB", "cache.memory_mb", Kind::Int),
-    (
-        "AVATAR_CACHE_MAX_CONCURRENT_DOWNLOADS",
-        "cache.max_concurrent_downloads",
-        Kind::Int,
-    ),
-    (
-        "AVATAR_CACHE_CLEANUP_INTERVAL",
-        "cache.cleanup_interval",
-        Kind::Str,
-    ),
-    ("AVATAR_SIZES", "images.sizes", Kind::IntList),
-    ("AVATAR_DEFAULT_SIZE", "images.default_size", Kind::Int),
-    ("AVATAR_DEFAULT_IMAGE", "images.default_image", Kind::Str),
-    (
-        "AVATAR_MAX_IMAGE_BYTES",
-        "images.max_image_bytes",
-        Kind::Int,
-    ),
-    ("AVATAR_MAX_PIXELS", "images.max_pixels", Kind::Int),
-    ("AVATAR_IMAGE_WORKERS", "images.workers", Kind::Int),
-    ("AVATAR_UPSTREAM_TIMEOUT", "upstream.timeout", Kind::Str),
-    (
-        "AVATAR_UPSTREAM_CONNECT_TIMEOUT",
-        "upstream.connect_timeout",
-        Kind::Str,
-    ),
-    ("AVATAR_DATABASE_URL", "database.url", Kind::Str),
-    ("AVATAR_JWT_SECRET", "auth.jwt_secret", Kind::Str),
-    ("AVATAR_JWT_PUBLIC_KEY", "auth.jwt_public_key", Kind::Str),
-    (
-        "AVATAR_JWT_PUBLIC_KEY_FILE",
-        "auth.jwt_public_key_file",
-        Kind::Str,
-    ),
-    ("AVATAR_JWT_ALGORITHM", "auth.jwt_algorithm", Kind::Str),
-    ("AVATAR_JWT_ISSUER", "auth.jwt_issuer", Kind::Str),
-    ("AVATAR_JWT_AUDIENCE", "auth.jwt_audience", Kind::Str),
-    ("AVATAR_MAX_UPLOAD_BYTES", "uploads.max_bytes", Kind::Int),
-    ("AVATAR_UPLOAD_URL_TTL", "uploads.url_ttl", Kind::Str),
-    ("AVATAR_TEMP_RETENTION", "uploads.temp_retention", Kind::Str),
-    ("AVATAR_CORS_ORIGINS", "uploads.cors_origins", Kind::StrList),
-    (
-        "AVATAR_VARIANT_SIZES",
-        "uploads.variant_sizes",
-        Kind::IntList,
-    ),
-    (
-        "AVATAR_KEEP_ORIGINALS",
-        "uploads.keep_originals",
-        Kind::Bool,
-    ),
-    ("AVATAR_JOB_MAX_ATTEMPTS", "jobs.max_attempts", Kind::Int),
-    ("AVATAR_JOB_WORKERS", "jobs.workers", Kind::Int),
-    ("AVATAR_JOB_RETRY_BASE", "jobs.retry_base", Kind::Str),
-    ("AVATAR_JOB_RETRY_MAX", "jobs.retry_max", Kind::Str),
-    ("AVATAR_EVENTS_BUFFER", "events.buffer", Kind::Int),
-    ("AVATAR_STORE", "store.url", Kind::Str),
-    (
-        "AVATAR_REWRITE_MAX_RECORDS",
-        "server.rewrite_max_records",
-        Kind::Int,
-    ),
-    (
-        "AVATAR_REWRITE_MAX_BYTES",
-        "server.rewrite_max_bytes",
-        Kind::Int,
-    ),
-    ("AVATAR_JOB_LEASE", "jobs.lease", Kind::Str),
-    ("AVATAR_JOB_HEARTBEAT", "jobs.heartbeat", Kind::Str),
-    ("AVATAR_JOB_DRAIN_TIMEOUT", "jobs.drain_timeout", Kind::Str),
-    ("AVATAR_WEBHOOK_URL", "webhooks.url", Kind::Str),
-    ("AVATAR_WEBHOOK_SECRET", "webhooks.secret", Kind::Str),
-    (
-        "AVATAR_WEBHOOK_ALLOW_PRIVATE",
-        "webhooks.allow_private",
-        Kind::Bool,
-    ),
-    (
-        "AVATAR_WEBHOOK_MAX_ATTEMPTS",
-        "webhooks.max_attempts",
-        Kind::Int,
-    ),
-];
-
-/// Fields of `AVATAR_UPSTREAM_<NAME>_<FIELD>`, longest first so `_BASIC_USER` wins over `_USER`.
-const UPSTREAM_FIELDS: &[(&str, Kind)] = &[
-    ("BASIC_PASSWORD", Kind::Str),
-    ("ALLOW_PRIVATE", Kind::Bool),
-    ("BASIC_USER", Kind::Str),
-    ("ALLOW_HTTP", Kind::Bool),
-    ("BEARER", Kind::Str),
-    ("HEADER", Kind::Str),
-    ("COOKIE", Kind::Str),
-    ("HOSTS", Kind::StrList),
-    ("PAT", Kind::Str),
-];
-
 impl Settings {
     /// Load from the compiled-in defaults, an optional file, and the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -621,6 +493,15 @@ impl Settings {
 
     fn validate(&self, named: &dyn Fn(String) -> String) -> Result<(), ConfigError> {
         let key = |k: &str| named(k.to_owned());
+        self.validate_server(&key)?;
+        self.validate_images_and_cache(&key)?;
+        self.validate_uploads_and_jobs(&key)?;
+        self.validate_webhooks_and_upstreams(&key)?;
+        Ok(())
+    }
+
+    /// The listener, the public URL, the service keys, the rewrite limits.
+    fn validate_server(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
         if let Some(url) = &self.server.public_base_url
             && !matches!(url.scheme(), "http" | "https")
         {
@@ -638,6 +519,11 @@ impl Settings {
         if self.server.api_keys.iter().any(Secret::is_empty) {
             return Err(invalid(key("server.api_keys"), "empty key in the list"));
         }
+        Ok(())
+    }
+
+    /// Sizes, decode limits, cache budgets and lifetimes.
+    fn validate_images_and_cache(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
         let images = &self.images;
         if images.sizes.is_empty() || images.sizes.iter().any(|&s| s == 0 || s > 2048) {
             return Err(invalid(
@@ -669,6 +555,11 @@ impl Settings {
         if self.cache.fresh_for().is_zero() {
             return Err(invalid(key("cache.ttl"), "must be longer than zero"));
         }
+        Ok(())
+    }
+
+    /// Uploads, the job runner, events.
+    fn validate_uploads_and_jobs(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
         let uploads = &self.uploads;
         if uploads.variant_sizes.is_empty()
             || uploads.variant_sizes.iter().any(|&s| s == 0 || s > 2048)
@@ -696,6 +587,14 @@ impl Settings {
         if self.jobs.max_attempts == 0 {
             return Err(invalid(key("jobs.max_attempts"), "must be at least 1"));
         }
+        Ok(())
+    }
+
+    /// Webhook delivery and the upstreams.
+    fn validate_webhooks_and_upstreams(
+        &self,
+        key: &dyn Fn(&str) -> String,
+    ) -> Result<(), ConfigError> {
         if !self.webhooks.url.is_empty() {
             url::Url::parse(&self.webhooks.url).map_err(|e| invalid(key("webhooks.url"), e))?;
             if self.webhooks.secret.is_empty() {
@@ -737,94 +636,6 @@ impl Settings {
     }
 }
 
-/// Which key an environment variable sets, if it is one of ours.
-fn env_key(name: &str) -> Result<Option<(String, Kind)>, ConfigError> {
-    if let Some(&(_, key, kind)) = ENV_KEYS.iter().find(|(var, _, _)| *var == name) {
-        return Ok(Some((key.to_owned(), kind)));
-    }
-    let Some(rest) = name.strip_prefix("AVATAR_UPSTREAM_") else {
-        return Ok(None);
-    };
-    for &(field, kind) in UPSTREAM_FIELDS {
-        if let Some(upstream) = rest.strip_suffix(field).and_then(|r| r.strip_suffix('_'))
-            && !upstream.is_empty()
-        {
-            let upstream = upstream.to_ascii_lowercase();
-            return Ok(Some((
-                format!("upstreams.{upstream}.{}", field.to_ascii_lowercase()),
-                kind,
-            )));
-        }
-    }
-    Err(invalid(
-        name,
-        "unknown upstream field; expected _HOSTS, _PAT, _BEARER, _BASIC_USER, _BASIC_PASSWORD, \
-         _HEADER, _COOKIE, _ALLOW_HTTP or _ALLOW_PRIVATE",
-    ))
-}
-
-fn env_value(name: &str, raw: &str, kind: Kind) -> Result<toml::Value, ConfigError> {
-    let list = || {
-        raw.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-    };
-    let int = |s: &str| {
-        s.trim()
-            .parse::<i64>()
-            .map_err(|_| invalid(name, format!("`{s}` is not a whole number")))
-    };
-    Ok(match kind {
-        Kind::Str => toml::Value::String(raw.to_owned()),
-        Kind::Int => toml::Value::Integer(int(raw)?),
-        Kind::Bool => match raw.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => toml::Value::Boolean(true),
-            "0" | "false" | "no" | "off" | "" => toml::Value::Boolean(false),
-            other => return Err(invalid(name, format!("`{other}` is not true or false"))),
-        },
-        Kind::StrList => toml::Value::Array(list().map(toml::Value::String).collect()),
-        Kind::IntList => toml::Value::Array(
-            list()
-                .map(|s| int(&s).map(toml::Value::Integer))
-                .collect::<Result<_, _>>()?,
-        ),
-    })
-}
-
-fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) {
-    let mut parts = path.split('.').peekable();
-    let mut current = table;
-    while let Some(part) = parts.next() {
-        if parts.peek().is_none() {
-            current.insert(part.to_owned(), value);
-            return;
-        }
-        let entry = current
-            .entry(part.to_owned())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        if !entry.is_table() {
-            *entry = toml::Value::Table(toml::Table::new());
-        }
-        let toml::Value::Table(next) = entry else {
-            return;
-        };
-        current = next;
-    }
-}
-
-fn merge(base: &mut toml::Table, overlay: toml::Table) {
-    for (key, value) in overlay {
-        match (base.get_mut(&key), value) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
-            (_, value) => {
-                base.insert(key, value);
-            }
-        }
-    }
-}
-
-/// Serde adapter for durations written as "90s", "24h", "7d" (or a number of seconds).
 /// An optional URL: empty text is `None`.
 mod optional_url {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -845,6 +656,7 @@ mod optional_url {
     }
 }
 
+/// Serde adapter for durations written as "90s", "24h", "7d" (or a number of seconds).
 mod human_duration {
     use std::time::Duration;
 
@@ -894,160 +706,4 @@ mod human_duration {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load(env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        Settings::load_from(
-            None,
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-        )
-    }
-
-    #[test]
-    fn defaults_match_the_documented_values() {
-        let s = load(&[]).expect("defaults load");
-        assert_eq!(s.cache.dir, PathBuf::from("./avatar_cache"));
-        assert_eq!(s.cache.fresh_for(), Duration::from_secs(24 * 3600));
-        assert_eq!(s.cache.stale_for(), Duration::from_secs(7 * 24 * 3600));
-        assert_eq!(s.cache.max_size_mb, 500);
-        assert_eq!(s.cache.max_concurrent_downloads, 10);
-        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(s.images.sizes, vec![32, 64, 128, 256, 512]);
-    }
-
-    #[test]
-    fn the_original_variable_names_work_verbatim() {
-        let s = load(&[
-            ("AVATAR_CACHE_DIR", "/tmp/x"),
-            ("AVATAR_CACHE_TTL_HOURS", "2"),
-            ("AVATAR_CACHE_MAX_SIZE_MB", "7"),
-            ("AVATAR_CACHE_MAX_CONCURRENT_DOWNLOADS", "3"),
-        ])
-        .expect("loads");
-        assert_eq!(s.cache.dir, PathBuf::from("/tmp/x"));
-        assert_eq!(s.cache.fresh_for(), Duration::from_secs(7200));
-        assert_eq!(s.cache.max_size_mb, 7);
-        assert_eq!(s.cache.max_concurrent_downloads, 3);
-    }
-
-    #[test]
-    fn human_durations_win_over_hours() {
-        let s = load(&[
-            ("AVATAR_CACHE_TTL_HOURS", "2"),
-            ("AVATAR_CACHE_TTL", "90s"),
-            ("AVATAR_CACHE_STALE", "1d"),
-        ])
-        .expect("loads");
-        assert_eq!(s.cache.fresh_for(), Duration::from_secs(90));
-        assert_eq!(s.cache.stale_for(), Duration::from_secs(86400));
-    }
-
-    #[test]
-    fn upstreams_come_from_the_environment_alone() {
-        let s = load(&[
-            (
-                "AVATAR_UPSTREAM_AZURE_HOSTS",
-                "dev.azure.com, *.visualstudio.com",
-            ),
-            ("AVATAR_UPSTREAM_AZURE_PAT", "s3cr3t"),
-            ("AVATAR_UPSTREAM_MY_GITLAB_HOSTS", "gitlab.example.com:8443"),
-            ("AVATAR_UPSTREAM_MY_GITLAB_BASIC_USER", "bot"),
-            ("AVATAR_UPSTREAM_MY_GITLAB_BASIC_PASSWORD", "pw"),
-            ("AVATAR_UPSTREAM_MY_GITLAB_ALLOW_HTTP", "true"),
-        ])
-        .expect("loads");
-        let azure = &s.upstreams["azure"];
-        let hosts: Vec<String> = azure.hosts.iter().map(ToString::to_string).collect();
-        assert_eq!(hosts, vec!["dev.azure.com", "*.visualstudio.com"]);
-        assert_eq!(azure.pat.expose(), "s3cr3t");
-        let gitlab = &s.upstreams["my_gitlab"];
-        assert_eq!(gitlab.basic_user.expose(), "bot");
-        assert!(gitlab.allow_http);
-        assert!(!gitlab.allow_private);
-    }
-
-    #[test]
-    fn errors_name_the_key_and_the_variable() {
-        let err = load(&[("AVATAR_CACHE_TTL_HOURS", "soon")]).expect_err("rejects");
-        assert!(err.to_string().contains("AVATAR_CACHE_TTL_HOURS"), "{err}");
-        let err = load(&[("AVATAR_CACHE_TTL", "forever")]).expect_err("rejects");
-        assert!(
-            err.to_string().contains("cache.ttl (AVATAR_CACHE_TTL)"),
-            "{err}"
-        );
-        let err = load(&[("AVATAR_SIZES", "32,4000")]).expect_err("rejects");
-        assert!(err.to_string().contains("AVATAR_SIZES"), "{err}");
-        let err = load(&[("AVATAR_UPSTREAM_X_TOKEN", "a")]).expect_err("rejects");
-        assert!(err.to_string().contains("AVATAR_UPSTREAM_X_TOKEN"), "{err}");
-        let err = load(&[("AVATAR_LISTEN", "localhost")]).expect_err("rejects");
-        assert!(err.to_string().contains("server.listen"), "{err}");
-    }
-
-    #[test]
-    fn settings_arrive_typed_and_bad_values_name_their_key() {
-        let s = load(&[
-            ("AVATAR_DEFAULT_IMAGE", "Identicon"),
-            ("AVATAR_PUBLIC_BASE_URL", "https://avatars.example/"),
-            ("AVATAR_UPSTREAM_A_HOSTS", "*.example.com, b.example:8443"),
-        ])
-        .expect("loads");
-        assert_eq!(s.images.default_image, DefaultImage::Identicon);
-        assert_eq!(
-            s.server.public_base_url.as_ref().map(url::Url::as_str),
-            Some("https://avatars.example/")
-        );
-        let hosts: Vec<String> = s.upstreams["a"]
-            .hosts
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(hosts, ["*.example.com", "b.example:8443"]);
-        let err = load(&[("AVATAR_DEFAULT_IMAGE", "sparkles")]).expect_err("rejects");
-        assert!(err.to_string().contains("images.default_image"), "{err}");
-        let err = load(&[("AVATAR_UPSTREAM_A_HOSTS", "a.example/path")]).expect_err("rejects");
-        assert!(err.to_string().contains("upstreams.a.hosts"), "{err}");
-        let err = load(&[("AVATAR_PUBLIC_BASE_URL", "not a url")]).expect_err("rejects");
-        assert!(err.to_string().contains("server.public_base_url"), "{err}");
-    }
-
-    #[test]
-    fn two_credentials_on_one_upstream_are_refused() {
-        let err = load(&[
-            ("AVATAR_UPSTREAM_A_HOSTS", "a.example"),
-            ("AVATAR_UPSTREAM_A_PAT", "x"),
-            ("AVATAR_UPSTREAM_A_BEARER", "y"),
-        ])
-        .expect_err("rejects");
-        assert!(err.to_string().contains("upstreams.a"), "{err}");
-    }
-
-    #[test]
-    fn printed_configuration_redacts_every_secret() {
-        let s = load(&[
-            ("AVATAR_API_KEYS", "k1-very-secret,k2-very-secret"),
-            ("AVATAR_KEY_SECRET", "hmac-very-secret"),
-            ("AVATAR_UPSTREAM_A_HOSTS", "a.example"),
-            ("AVATAR_UPSTREAM_A_PAT", "pat-very-secret"),
-        ])
-        .expect("loads");
-        let text = s.redacted_toml();
-        assert!(!text.contains("very-secret"), "{text}");
-        assert!(text.contains("[redacted]"));
-        assert!(!format!("{s:?}").contains("very-secret"));
-    }
-
-    #[test]
-    fn a_config_file_overrides_defaults_and_env_overrides_the_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, "[cache]\nttl_hours = 5\nmax_size_mb = 9\n").expect("write");
-        let s = Settings::load_from(
-            Some(&path),
-            [("AVATAR_CACHE_MAX_SIZE_MB".to_owned(), "11".to_owned())],
-        )
-        .expect("loads");
-        assert_eq!(s.cache.fresh_for(), Duration::from_secs(5 * 3600));
-        assert_eq!(s.cache.max_size_mb, 11);
-    }
-}
+mod tests;
