@@ -23,6 +23,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{DefaultImage, Settings};
 use crate::events::Notifier;
 use crate::http::{App, AppState, Metrics};
+use crate::identities::Identities;
 use crate::imaging::{self, DefaultStyle, ImagePool};
 use crate::jobs::{Backoff, DeliverWebhook, ProcessUpload, Runner, RunnerSettings, Sweep};
 use crate::keys::{KeyDeriver, load_or_create_secret};
@@ -119,6 +120,14 @@ impl Application {
             wake_jobs.clone(),
         );
         let runner = start_jobs(&settings, &core, &avatars, &notifier, wake_jobs)?;
+        let identities = Identities {
+            avatars: avatars.clone(),
+            keys: keys.clone(),
+            urls: core.urls.clone(),
+            clock: core.clock.clone(),
+            max_records: settings.server.rewrite_max_records,
+            prefetch_concurrency: settings.cache.max_concurrent_downloads,
+        };
         let state = AppState::new(App {
             jwt: crate::auth::verifier(&settings.auth)
                 .map_err(|e| anyhow::anyhow!("invalid configuration: auth: {e}"))?,
@@ -128,6 +137,7 @@ impl Application {
                 serve_latency: metrics::histogram!("avatar_serve_duration_seconds"),
             },
             uploads,
+            identities,
             notifier,
             keys,
             avatars,

@@ -13,7 +13,8 @@
 //! - [`http`]: the HTTP edge: state, extractors (JWT user, service caller), [`http::ApiError`]
 //!   with a `From` per service error (logged once by a layer), one route file per resource.
 //! - Services: [`avatars`] (the resolver: upload → upstream → generated default, never a broken
-//!   image), [`uploads`] (signed URLs, direct uploads), [`jobs`] (one runner, named jobs),
+//!   image), [`identities`] (the registry: rewrite, register), [`uploads`] (signed URLs,
+//!   direct uploads), [`jobs`] (one runner, named jobs),
 //!   [`events`] (per-user WebSocket/SSE channels, webhook outbox), [`webhooks`] (signed posts).
 //! - Core: [`cache`] (memory tier, disk tier, single flight, freshness), [`upstream`]
 //!   (allow-list, credentials, SSRF guard, the streaming fetcher), [`imaging`] (sniff, probe,
@@ -35,6 +36,7 @@ pub mod fault;
 pub mod fsutil;
 pub mod hosts;
 pub mod http;
+pub mod identities;
 pub mod ids;
 pub mod imaging;
 pub mod jobs;

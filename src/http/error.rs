@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 pub use crate::fault::{TRY_AGAIN, TRY_LATER};
+use crate::identities::IdentityError;
 use crate::repo::RepoError;
 use crate::store::StoreError;
 use crate::uploads::UploadError;
@@ -184,6 +185,24 @@ impl From<RepoError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         ApiError::unavailable("store-unavailable", "the image store is unavailable").caused_by(&e)
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(e: IdentityError) -> Self {
+        let message = e.to_string();
+        match e {
+            IdentityError::Repo(e) => e.into(),
+            IdentityError::TooManyRecords(_) => {
+                ApiError::client(StatusCode::PAYLOAD_TOO_LARGE, "too-many-records", message)
+            }
+            IdentityError::InvalidUserId => ApiError::bad_request("invalid-user-id", message),
+            IdentityError::UpstreamNotAllowed(_) => ApiError::client(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "upstream-not-allowed",
+                message,
+            ),
+        }
     }
 }
 

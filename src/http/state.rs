@@ -53,6 +53,8 @@ pub struct App {
     pub metrics: Metrics,
     /// JWT verification; `None` when user authentication is not configured.
     pub jwt: Option<crate::auth::jwt::JwtVerifier>,
+    /// The identity registry (rewrite, register).
+    pub identities: crate::identities::Identities,
     /// Upload grants, direct uploads, job creation.
     pub uploads: crate::uploads::Uploads,
     /// Live events and the webhook outbox.
