@@ -56,6 +56,12 @@ pub enum UploadError {
     /// No such upload for this user.
     #[error("upload not found")]
     NotFound,
+    /// No such job for this user.
+    #[error("job not found")]
+    JobNotFound,
+    /// The user has no uploaded avatar.
+    #[error("uploaded avatar not found")]
+    NoAvatar,
     /// Processing was asked for before the bytes arrived.
     #[error("the image has not been uploaded yet")]
     Incomplete,
@@ -358,6 +364,31 @@ impl Uploads {
             job_id,
             status: "queued",
         })
+    }
+
+    /// A job of `user` (another user's job is not found, like a missing one).
+    pub async fn job(&self, user: &User, job_id: &str) -> Result<JobRecord, UploadError> {
+        let job_id = JobId::parse(job_id).ok_or(UploadError::JobNotFound)?;
+        self.repo
+            .job(&job_id)
+            .await?
+            .filter(|j| j.user_key == user.key)
+            .ok_or(UploadError::JobNotFound)
+    }
+
+    /// Remove the user's uploaded avatar and its variants; their URL falls back to the
+    /// upstream avatar, then the default.
+    pub async fn remove_avatar(&self, user: &User) -> Result<(), UploadError> {
+        let record = self
+            .repo
+            .delete_avatar(&user.key)
+            .await?
+            .ok_or(UploadError::NoAvatar)?;
+        let folder = paths::avatar_version(&user.key, &record.version);
+        if let Err(e) = self.store.delete_prefix(&folder).await {
+            tracing::warn!(error = %e, "could not delete removed variants");
+        }
+        Ok(())
     }
 
     /// Sniff and probe: a supported image within the limits, or a clear 4xx.

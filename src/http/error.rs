@@ -221,7 +221,7 @@ impl From<UploadError> for ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "content-type-mismatch")
             }
             U::AlreadyUploaded => (StatusCode::CONFLICT, "already-uploaded"),
-            U::NotFound => (StatusCode::NOT_FOUND, "not-found"),
+            U::NotFound | U::JobNotFound | U::NoAvatar => (StatusCode::NOT_FOUND, "not-found"),
             U::Incomplete => (StatusCode::CONFLICT, "upload-incomplete"),
             U::Expired => (StatusCode::GONE, "upload-expired"),
             U::UnsupportedImage => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-image"),

@@ -17,10 +17,8 @@ use serde_json::{Value, json};
 use crate::auth::User;
 use crate::http::AppState;
 use crate::http::{ApiError, ApiResult};
-use crate::ids::JobId;
 use crate::imaging::Crop;
 use crate::repo::JobStatus;
-use crate::store::paths;
 use crate::uploads::parse_crop;
 
 /// Routes of this module.
@@ -189,13 +187,7 @@ async fn job_status(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let job_id = JobId::parse(&job_id).ok_or_else(|| ApiError::not_found("job"))?;
-    let job = state
-        .repo
-        .job(&job_id)
-        .await?
-        .filter(|j| j.user_key == user.key)
-        .ok_or_else(|| ApiError::not_found("job"))?;
+    let job = state.uploads.job(&user, &job_id).await?;
     let mut body = json!({
         "job_id": job.job_id,
         "status": job.status.as_str(),
@@ -212,19 +204,9 @@ async fn job_status(
 }
 
 async fn delete_avatar(user: User, State(state): State<AppState>) -> ApiResult<StatusCode> {
-    let removed = state.repo.delete_avatar(&user.key).await?;
+    let removed = state.uploads.remove_avatar(&user).await;
+    // Whatever happened, the renditions cached for this user may be stale now.
     state.avatars.forget(&user.key);
-    match removed {
-        Some(record) => {
-            if let Err(e) = state
-                .store
-                .delete_prefix(&paths::avatar_version(&user.key, &record.version))
-                .await
-            {
-                tracing::warn!(error = %e, "could not delete removed variants");
-            }
-            Ok(StatusCode::NO_CONTENT)
-        }
-        None => Err(ApiError::not_found("uploaded avatar")),
-    }
+    removed?;
+    Ok(StatusCode::NO_CONTENT)
 }
