@@ -25,7 +25,9 @@ use crate::events::Notifier;
 use crate::http::{App, AppState, Metrics};
 use crate::identities::Identities;
 use crate::imaging::{self, DefaultStyle, ImagePool};
-use crate::jobs::{Backoff, DeliverWebhook, ProcessUpload, Runner, RunnerSettings, Sweep};
+use crate::jobs::{
+    Backoff, DeliverWebhook, ProcessUpload, PurgeExpired, Runner, RunnerSettings, Sweep,
+};
 use crate::keys::{KeyDeriver, load_or_create_secret};
 use crate::repo::Repo;
 use crate::store::BlobStore;
@@ -330,7 +332,8 @@ fn build_avatars(settings: &Settings, core: &Core, disk: DiskTier) -> anyhow::Re
     ))
 }
 
-/// The runner with every job type: upload processing, webhook delivery, the periodic sweep.
+/// The runner with every job type: upload processing, webhook delivery, the periodic sweep and
+/// purge.
 fn start_jobs(
     settings: &Settings,
     core: &Core,
@@ -387,6 +390,16 @@ fn start_jobs(
     runner.every("sweep-temporary-data", period, move || {
         let sweep = sweep.clone();
         async move { sweep.run().await }
+    });
+    let purge = PurgeExpired {
+        repo: core.repo.clone(),
+        clock: core.clock.clone(),
+        grant_retention: settings.uploads.temp_retention,
+        job_retention: jobs.retention,
+    };
+    runner.every("purge-expired-records", period, move || {
+        let purge = purge.clone();
+        async move { purge.run().await }
     });
     Ok(runner)
 }

@@ -308,6 +308,9 @@ pub struct JobSettings {
     /// (`AVATAR_JOB_DRAIN_TIMEOUT`).
     #[serde(with = "human_duration")]
     pub drain_timeout: Duration,
+    /// Finished jobs (and their status) are purged after this (`AVATAR_JOB_RETENTION`).
+    #[serde(with = "human_duration")]
+    pub retention: Duration,
 }
 
 /// `[webhooks]`.

@@ -5,16 +5,19 @@
 //!   update, stop on cancellation and drain at shutdown.
 //! - [`backoff`]: the one retry policy, from settings.
 //! - Job types: [`process_upload`] (`process-upload`), [`deliver_webhook`] (`deliver-webhook`),
-//!   [`sweep`] (`sweep-temporary-data`, periodic).
+//!   [`sweep`] (`sweep-temporary-data`, periodic), [`purge`] (`purge-expired-records`,
+//!   periodic).
 
 pub mod backoff;
 pub mod deliver_webhook;
 pub mod process_upload;
+pub mod purge;
 pub mod runner;
 pub mod sweep;
 
 pub use backoff::Backoff;
 pub use deliver_webhook::DeliverWebhook;
 pub use process_upload::ProcessUpload;
+pub use purge::PurgeExpired;
 pub use runner::{Lease, Outcome, Queue, Runner, RunnerSettings, Settlement};
 pub use sweep::Sweep;

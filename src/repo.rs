@@ -291,6 +291,15 @@ pub trait Repo: Send + Sync + 'static {
     /// Remove the current upload; returns it.
     async fn delete_avatar(&self, key: &UserKey) -> Result<Option<AvatarRecord>, RepoError>;
 
+    /// Delete records nobody will read again: upload grants whose URL expired before
+    /// `grants_before` and that never received bytes, and finished (completed or failed) jobs
+    /// last changed before `jobs_before`. Returns how many rows went.
+    async fn purge_expired(
+        &self,
+        grants_before: Millis,
+        jobs_before: Millis,
+    ) -> Result<u64, RepoError>;
+
     /// Persist a webhook message (before any delivery attempt).
     async fn enqueue_webhook(&self, message: &OutboxMessage, now: Millis) -> Result<(), RepoError>;
     /// Messages due for delivery (not leased).
@@ -348,6 +357,7 @@ pub mod contract {
         upload_grants_are_used_once(repo).await;
         jobs_are_claimed_once_and_reclaimed_after_their_lease(repo).await;
         avatars_are_replaced_and_deleted(repo).await;
+        expired_grants_and_finished_jobs_are_purged(repo).await;
         the_webhook_outbox_keeps_messages_until_removed(repo).await;
     }
 
@@ -474,6 +484,53 @@ pub mod contract {
         let stored = repo.job(&job.job_id).await.expect("get").expect("present");
         assert_eq!(stored.status, JobStatus::Completed);
         assert_eq!(stored.result, done.result);
+    }
+
+    async fn expired_grants_and_finished_jobs_are_purged(repo: &dyn Repo) {
+        let grant = |expires_at, received_bytes| UploadRecord {
+            upload_id: UploadId::generate(),
+            user_key: key('c'),
+            content_type: "image/png".into(),
+            max_bytes: 100,
+            expires_at,
+            received_bytes,
+            created_at: 1,
+        };
+        let (stale, used, fresh) = (grant(10, None), grant(10, Some(5)), grant(1_000, None));
+        for g in [&stale, &used, &fresh] {
+            repo.create_upload(g).await.expect("create");
+        }
+        let job = |status, updated_at| JobRecord {
+            job_id: JobId::generate(),
+            user_key: key('c'),
+            upload_id: used.upload_id.clone(),
+            crop: None,
+            status,
+            attempts: 1,
+            run_at: 0,
+            locked_until: None,
+            locked_by: None,
+            result: None,
+            error: None,
+            created_at: 0,
+            updated_at,
+        };
+        let (old_done, queued, new_done) = (
+            job(JobStatus::Failed, 10),
+            job(JobStatus::Queued, 10),
+            job(JobStatus::Completed, 1_000),
+        );
+        for j in [&old_done, &queued, &new_done] {
+            repo.enqueue_job(j).await.expect("enqueue");
+        }
+        // Earlier contract steps may leave finished jobs of their own: count at least ours.
+        assert!(repo.purge_expired(500, 500).await.expect("purge") >= 2);
+        assert_eq!(repo.upload(&stale.upload_id).await.expect("get"), None);
+        assert!(repo.upload(&used.upload_id).await.expect("get").is_some());
+        assert!(repo.upload(&fresh.upload_id).await.expect("get").is_some());
+        assert_eq!(repo.job(&old_done.job_id).await.expect("get"), None);
+        assert!(repo.job(&queued.job_id).await.expect("get").is_some());
+        assert!(repo.job(&new_done.job_id).await.expect("get").is_some());
     }
 
     async fn avatars_are_replaced_and_deleted(repo: &dyn Repo) {

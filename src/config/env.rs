@@ -92,6 +92,7 @@ pub(super) const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("AVATAR_JOB_WORKERS", "jobs.workers", Kind::Int),
     ("AVATAR_JOB_RETRY_BASE", "jobs.retry_base", Kind::Str),
     ("AVATAR_JOB_RETRY_MAX", "jobs.retry_max", Kind::Str),
+    ("AVATAR_JOB_RETENTION", "jobs.retention", Kind::Str),
     ("AVATAR_EVENTS_BUFFER", "events.buffer", Kind::Int),
     ("AVATAR_STORE", "store.url", Kind::Str),
     (

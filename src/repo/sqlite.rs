@@ -290,6 +290,25 @@ impl Repo for SqliteRepo {
         row.as_ref().map(avatar_of).transpose()
     }
 
+    async fn purge_expired(
+        &self,
+        grants_before: Millis,
+        jobs_before: Millis,
+    ) -> Result<u64, RepoError> {
+        let grants =
+            sqlx::query("DELETE FROM uploads WHERE expires_at < ?1 AND received_bytes IS NULL")
+                .bind(grants_before)
+                .execute(&self.pool)
+                .await?;
+        let jobs = sqlx::query(
+            "DELETE FROM jobs WHERE status IN ('completed', 'failed') AND updated_at < ?1",
+        )
+        .bind(jobs_before)
+        .execute(&self.pool)
+        .await?;
+        Ok(grants.rows_affected() + jobs.rows_affected())
+    }
+
     async fn enqueue_webhook(&self, m: &OutboxMessage, now: Millis) -> Result<(), RepoError> {
         sqlx::query(
             "INSERT INTO webhook_outbox (message_id, endpoint, payload, attempts, next_attempt, created_at)
