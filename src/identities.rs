@@ -125,6 +125,29 @@ impl Identities {
             .collect();
         self.avatars.register(&batch).await?;
 
+        self.prefetch(&parsed, prefetch).await;
+        let rewritten = self.point_at_us(&mut records, &parsed).await;
+        for entry in &skipped {
+            // Records we could not even parse keep no upstream URL either.
+            let Some(index) = entry["index"].as_u64() else {
+                continue;
+            };
+            if parsed.iter().any(|(i, _)| *i as u64 == index) {
+                continue;
+            }
+            if let Some(Value::Object(record)) = records.get_mut(index as usize) {
+                set_avatar_fields(record, &self.urls.anonymous_avatar());
+            }
+        }
+        Ok(Rewritten {
+            identities: records,
+            rewritten,
+            skipped,
+        })
+    }
+
+    /// Fetch the admitted upstream avatars now, later, or not at all.
+    async fn prefetch(&self, parsed: &[(usize, Parsed)], prefetch: Prefetch) {
         let urls: Vec<String> = parsed
             .iter()
             .filter_map(|(_, p)| p.upstream.clone())
@@ -137,49 +160,26 @@ impl Identities {
                 tokio::spawn(prefetch_all(self.avatars.clone(), urls, concurrency));
             }
         }
+    }
 
+    /// Point the avatar fields of registered records at their local URL (with `?v=` when the
+    /// version is known); how many of them have an upstream avatar.
+    async fn point_at_us(&self, records: &mut [Value], parsed: &[(usize, Parsed)]) -> usize {
         let mut rewritten = 0;
-        for (index, p) in &parsed {
+        for (index, p) in parsed {
             let version = self
                 .avatars
                 .current_version(&p.key, p.upstream.as_deref())
                 .await;
             let local = self.urls.avatar(&p.key, version.as_deref());
             if let Some(Value::Object(record)) = records.get_mut(*index) {
-                for field in AVATAR_FIELDS {
-                    if record.contains_key(field) {
-                        record.insert(field.to_owned(), Value::String(local.clone()));
-                    }
-                }
+                set_avatar_fields(record, &local);
             }
             if p.upstream.is_some() {
                 rewritten += 1;
             }
         }
-        for entry in &skipped {
-            // Records we could not even parse keep no upstream URL either.
-            let Some(index) = entry["index"].as_u64() else {
-                continue;
-            };
-            if parsed.iter().any(|(i, _)| *i as u64 == index) {
-                continue;
-            }
-            if let Some(Value::Object(record)) = records.get_mut(index as usize) {
-                for field in AVATAR_FIELDS {
-                    if record.contains_key(field) {
-                        record.insert(
-                            field.to_owned(),
-                            Value::String(self.urls.anonymous_avatar()),
-                        );
-                    }
-                }
-            }
-        }
-        Ok(Rewritten {
-            identities: records,
-            rewritten,
-            skipped,
-        })
+        rewritten
     }
 
     /// Register one identity; its public key and local URL.
@@ -271,4 +271,13 @@ fn display_name(map: &Map<String, Value>) -> Option<String> {
         .iter()
         .find_map(|f| map.get(*f).and_then(Value::as_str))
         .map(|s| s.chars().take(200).collect())
+}
+
+/// Replace whichever avatar fields the record has (both spellings) with `url`.
+fn set_avatar_fields(record: &mut Map<String, Value>, url: &str) {
+    for field in AVATAR_FIELDS {
+        if record.contains_key(field) {
+            record.insert(field.to_owned(), Value::String(url.to_owned()));
+        }
+    }
 }
