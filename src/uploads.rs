@@ -432,22 +432,12 @@ pub fn parse_crop(value: &Value) -> Result<Crop, UploadError> {
     })
 }
 
+/// The accepted media type a declared one names (aliases and parameters resolved by the one
+/// mapping, [`ImageKind::from_content_type`]).
 fn normalise_type(raw: &str) -> Result<&'static str, UploadError> {
-    let t = raw
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let t = if t == "image/jpg" {
-        "image/jpeg".to_owned()
-    } else {
-        t
-    };
-    ACCEPTED_TYPES
-        .iter()
-        .copied()
-        .find(|a| *a == t)
+    ImageKind::from_content_type(raw)
+        .map(ImageKind::content_type)
+        .filter(|t| ACCEPTED_TYPES.contains(t))
         .ok_or(UploadError::UnsupportedType)
 }
 
