@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use avatar_proxy::app::AppState;
+use avatar_proxy::http::AppState;
 use avatar_proxy::{Application, Settings};
 use axum::extract::{Path, State};
 use axum::http::header;

@@ -1,120 +1,73 @@
-//! Assembly: build the state from settings, bind the listener, spawn the background tasks, serve
-//! until shutdown.
+//! Assembly: build the services from the settings, bind the listener, start the job runner,
+//! serve until shutdown, then drain the jobs.
+//!
+//! [`Application::build_with`] reads as the list of its steps; each is a short function below,
+//! and [`backends`] opens the metadata repository and the blob store the settings name.
+
+pub mod backends;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use metrics::Histogram;
-use metrics_exporter_prometheus::PrometheusHandle;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::avatars::{AvatarSettings, Avatars, DefaultChoice};
 use crate::cache::{DiskTier, Lifetimes};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Settings;
+use crate::config::{DefaultImage, Settings};
 use crate::events::Notifier;
-use crate::imaging;
-use crate::jobs::JobContext;
-use crate::keys::{KeyDeriver, UserKey, load_or_create_secret};
+use crate::http::{App, AppState, Metrics};
+use crate::identities::Identities;
+use crate::imaging::{self, DefaultStyle, ImagePool};
+use crate::jobs::{
+    Backoff, DeliverWebhook, ProcessUpload, PurgeExpired, Runner, RunnerSettings, Sweep,
+};
+use crate::keys::{KeyDeriver, load_or_create_secret};
 use crate::repo::Repo;
-use crate::repo::sqlite::SqliteRepo;
-use crate::store::{BlobStore, ObjectBlobStore};
+use crate::store::BlobStore;
 use crate::uploads::Uploads;
-use crate::upstream::{FetchSettings, Fetcher, Upstreams};
+use crate::upstream::{
+    BackoffPolicy, CredentialSettings, FetchSettings, Fetcher, UpstreamSettings, Upstreams,
+};
+use crate::urls::PublicUrls;
 use crate::webhooks::Deliverer;
+use backends::Backends;
 
-/// Shared application state: one `Arc`, cloned into every handler.
-#[derive(Clone)]
-pub struct AppState(Arc<App>);
-
-impl Deref for AppState {
-    type Target = App;
-    fn deref(&self) -> &App {
-        &self.0
-    }
-}
-
-/// Everything handlers need.
-pub struct App {
-    /// Effective settings.
-    pub settings: Arc<Settings>,
-    /// The resolver and its caches.
-    pub avatars: Avatars,
-    /// User id → public key.
-    pub keys: KeyDeriver,
-    /// SHA-256 of each service API key (compared in constant time).
-    pub api_key_digests: Vec<[u8; 32]>,
-    /// Base of the URLs handed out, without a trailing slash.
-    pub public_base_url: String,
-    /// Metadata store.
-    pub repo: Arc<dyn Repo>,
-    /// Time, injectable for tests.
-    pub clock: Arc<dyn Clock>,
-    /// Metric handles registered once (the hot path only records).
-    pub metrics: Metrics,
-    /// JWT verification; `None` when user authentication is not configured.
-    pub jwt: Option<crate::auth::jwt::JwtVerifier>,
-    /// Upload grants, direct uploads, job creation.
-    pub uploads: crate::uploads::Uploads,
-    /// Live events and the webhook outbox.
-    pub notifier: crate::events::Notifier,
-    /// Durable blobs (uploaded variants, originals waiting).
-    pub store: Arc<dyn BlobStore>,
-}
+/// How often idle job workers look for due jobs (they are also woken when one is queued).
+const JOB_POLL: Duration = Duration::from_millis(250);
 
 /// Replaceable dependencies (tests inject a clock and a faulty store).
 #[derive(Default)]
 pub struct Overrides {
     /// Time source; the system clock when `None`.
     pub clock: Option<Arc<dyn Clock>>,
-    /// Blob store; the local filesystem under the cache dir when `None`.
+    /// Blob store; the one `store.url` names when `None`.
     pub store: Option<Arc<dyn BlobStore>>,
-}
-
-/// Pre-registered metric handles.
-pub struct Metrics {
-    /// Renders `/metrics`.
-    pub prometheus: PrometheusHandle,
-    /// Latency of `/avatar` responses.
-    pub serve_latency: Histogram,
-}
-
-impl App {
-    /// The public URL of a key's avatar, with `?v=` when the version is known.
-    pub fn avatar_url(&self, key: &UserKey, version: Option<&str>) -> String {
-        match version {
-            Some(v) => format!("{}/avatar/{key}?v={v}", self.public_base_url),
-            None => format!("{}/avatar/{key}", self.public_base_url),
-        }
-    }
-
-    /// URL of the default image for records without a usable id.
-    pub fn anonymous_avatar_url(&self) -> String {
-        format!("{}/avatar/anonymous", self.public_base_url)
-    }
-
-    /// Refresh the gauges of cache sizes (called when metrics are scraped).
-    pub fn publish_gauges(&self) {
-        let (memory_bytes, memory_entries) = self.avatars.memory_usage();
-        let disk = self.avatars.disk();
-        metrics::gauge!("avatar_cache_bytes", "tier" => "memory").set(memory_bytes as f64);
-        metrics::gauge!("avatar_cache_entries", "tier" => "memory").set(memory_entries as f64);
-        metrics::gauge!("avatar_cache_bytes", "tier" => "disk").set(disk.weighted_size() as f64);
-        metrics::gauge!("avatar_cache_entries", "tier" => "disk").set(disk.entry_count() as f64);
-    }
 }
 
 /// A built application, bound to its listener, ready to run.
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// Runs every job; drained at shutdown.
+    runner: Runner,
+    /// Tasks with nothing to finish (metrics upkeep, the disk index rebuild): aborted at shutdown.
     background: Vec<JoinHandle<()>>,
+}
+
+/// What the services are built from.
+struct Core {
+    clock: Arc<dyn Clock>,
+    repo: Arc<dyn Repo>,
+    store: Arc<dyn BlobStore>,
+    pool: ImagePool,
+    urls: PublicUrls,
 }
 
 impl Application {
@@ -137,188 +90,72 @@ impl Application {
 
     /// Build with replaced dependencies.
     pub async fn build_with(settings: Settings, overrides: Overrides) -> anyhow::Result<Self> {
-        let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        // First: handles registered from here on (the cache tiers' counters) reach the exporter.
         let prometheus = crate::telemetry::prometheus();
-        let dir = settings.cache.dir.clone();
-        crate::fsutil::restrict_new_files();
-        crate::fsutil::create_private_dir(&dir).with_context(|| {
-            format!(
-                "cannot create the cache directory (cache.dir = {})",
-                dir.display()
-            )
-        })?;
-        let secret = load_or_create_secret(&settings.server.key_secret, &dir)
-            .context("cannot read or create the key secret in the cache directory")?;
-
-        let database_url = if settings.database.url.is_empty() {
-            format!("sqlite://{}", dir.join("avatar-proxy.db").display())
-        } else {
-            settings.database.url.expose().to_owned()
+        let secret = prepare_cache_dir(&settings)?;
+        let Backends { repo, store } = backends::open(&settings, overrides.store).await?;
+        let (listener, urls) = bind(&settings).await?;
+        let core = Core {
+            clock: overrides.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            repo,
+            store,
+            pool: ImagePool::new(image_workers(&settings)),
+            urls,
         };
-        let repo: Arc<dyn Repo> = Arc::new(
-            SqliteRepo::connect(&database_url)
-                .await
-                .context("cannot open the metadata database (database.url)")?,
-        );
-
-        let store: Arc<dyn BlobStore> = match overrides.store {
-            Some(store) => store,
-            None => Arc::new(
-                ObjectBlobStore::local(&dir.join("store")).context("cannot open the blob store")?,
-            ),
-        };
-        let jwt = crate::auth::verifier(&settings.auth)
-            .map_err(|e| anyhow::anyhow!("invalid configuration: auth: {e}"))?;
-
-        let disk_budget = settings.cache.max_size_mb.saturating_mul(1024 * 1024);
-        let disk = DiskTier::open(&dir.join("cache"), disk_budget)
-            .context("cannot open the disk cache")?;
-        let limits = imaging::Limits {
-            max_pixels: settings.images.max_pixels,
-            max_jpeg_scans: settings.images.max_jpeg_scans,
-            max_decode_bytes: settings.images.max_decode_bytes,
-            ..imaging::Limits::default()
-        };
-        let upstreams = Upstreams::from_settings(&settings).map_err(anyhow::Error::msg)?;
-        let fetch_settings = FetchSettings::from_settings(&settings, limits);
-        let fetcher = Fetcher::new(upstreams, fetch_settings, clock.clone())
-            .context("cannot build the HTTP client")?;
-        let workers = match settings.images.workers {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-            n => n,
-        };
-        let default = DefaultChoice::parse(&settings.images.default_image)
-            .context("images.default_image is invalid")?;
-        let avatars = Avatars::new(
-            AvatarSettings {
-                sizes: settings.sorted_sizes(),
-                default_size: settings.images.default_size,
-                default,
-                lifetimes: Lifetimes {
-                    ttl: settings.cache.fresh_for(),
-                    grace: settings.cache.stale_for(),
-                },
-                negative_ttl: settings.cache.negative_ttl,
-                limits,
-                request_timeout: settings.server.request_timeout,
-            },
-            settings.cache.memory_mb.saturating_mul(1024 * 1024),
-            disk.clone(),
-            fetcher,
-            repo.clone(),
-            store.clone(),
-            clock.clone(),
-            workers,
-        );
-
-        let addr = settings.listen_addr().map_err(anyhow::Error::msg)?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} (server.listen)"))?;
-        let local = listener.local_addr()?;
-        let public_base_url = if settings.server.public_base_url.is_empty() {
-            format!("http://{local}")
-        } else {
-            settings
-                .server
-                .public_base_url
-                .trim_end_matches('/')
-                .to_owned()
-        };
-
-        let webhook_url = Some(settings.webhooks.url.clone()).filter(|u| !u.is_empty());
-        let notifier = Notifier::new(repo.clone(), clock.clone(), webhook_url.clone());
+        let disk = open_disk(&settings)?;
+        let avatars = build_avatars(&settings, &core, disk.clone())?;
         let keys = KeyDeriver::new(&secret);
-        let wake_jobs = Arc::new(tokio::sync::Notify::new());
+        let notifier = Notifier::new(
+            core.repo.clone(),
+            core.clock.clone(),
+            Some(settings.webhooks.url.clone()).filter(|u| !u.is_empty()),
+            settings.events.buffer,
+        );
+        let wake_jobs = Arc::new(Notify::new());
         let uploads = Uploads::new(
-            repo.clone(),
-            store.clone(),
+            core.repo.clone(),
+            core.store.clone(),
             &keys.sign("upload-url", b""),
             settings.uploads.clone(),
-            limits,
-            clock.clone(),
+            decode_limits(&settings),
+            core.clock.clone(),
             notifier.clone(),
-            public_base_url.clone(),
+            core.urls.clone(),
             wake_jobs.clone(),
         );
-        let mut background = Vec::new();
-        for _ in 0..settings.jobs.workers {
-            background.push(tokio::spawn(crate::jobs::run_worker(JobContext {
-                repo: repo.clone(),
-                store: store.clone(),
-                avatars: avatars.clone(),
-                notifier: notifier.clone(),
-                clock: clock.clone(),
-                jobs: settings.jobs.clone(),
-                uploads: settings.uploads.clone(),
-                base_url: public_base_url.clone(),
-                wake: wake_jobs.clone(),
-            })));
-        }
-        if let Some(_url) = &webhook_url {
-            let deliverer = Deliverer::new(
-                repo.clone(),
-                clock.clone(),
-                settings.webhooks.secret.expose(),
-                settings.webhooks.allow_private,
-                settings.webhooks.max_attempts,
-                notifier.webhook_signal(),
-            )
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "invalid configuration: webhooks.secret (AVATAR_WEBHOOK_SECRET): {e}"
-                )
-            })?;
-            background.push(tokio::spawn(deliverer.run()));
-        }
-
-        let state = AppState(Arc::new(App {
-            jwt,
-            uploads,
-            notifier,
-            store,
-            api_key_digests: settings
-                .server
-                .api_keys
-                .iter()
-                .map(|k| Sha256::digest(k.expose().trim().as_bytes()).into())
-                .collect(),
-            keys,
-            public_base_url,
-            repo,
-            clock,
-            avatars,
+        let runner = start_jobs(&settings, &core, &avatars, &notifier, wake_jobs)?;
+        let identities = Identities {
+            avatars: avatars.clone(),
+            keys: keys.clone(),
+            urls: core.urls.clone(),
+            clock: core.clock.clone(),
+            max_records: settings.server.rewrite_max_records,
+            prefetch_concurrency: settings.cache.max_concurrent_downloads,
+        };
+        let state = AppState::new(App {
+            jwt: crate::auth::verifier(&settings.auth)
+                .map_err(|e| anyhow::anyhow!("invalid configuration: auth: {e}"))?,
+            api_key_digests: api_key_digests(&settings),
             metrics: Metrics {
                 prometheus,
                 serve_latency: metrics::histogram!("avatar_serve_duration_seconds"),
             },
+            uploads,
+            identities,
+            notifier,
+            keys,
+            avatars,
+            store: core.store,
+            repo: core.repo,
+            clock: core.clock,
+            urls: core.urls,
             settings: Arc::new(settings),
-        }));
-
-        let rebuild = tokio::task::spawn_blocking({
-            let disk = disk.clone();
-            move || {
-                let entries = disk.rebuild();
-                tracing::info!(entries, "disk cache index rebuilt");
-            }
         });
-        background.push(tokio::spawn(cleanup_loop(state.clone())));
-        // The recorder keeps histogram samples until upkeep drains them: without a scraper,
-        // they would pile up for ever.
-        let prometheus = state.metrics.prometheus.clone();
-        background.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                prometheus.run_upkeep();
-            }
-        }));
-        background.push(tokio::spawn(async move {
-            let _ = rebuild.await;
-        }));
+        let background = housekeeping(&state, disk);
         Ok(Self {
             listener,
             state,
+            runner,
             background,
         })
     }
@@ -345,46 +182,30 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        tracing::info!(address = %self.local_addr(), base_url = %self.state.public_base_url, "avatar-proxy listening");
-        let result = crate::routes::serve(self.listener, self.state.clone(), shutdown).await;
+        tracing::info!(address = %self.local_addr(), base_url = %self.state.urls.base(), "avatar-proxy listening");
+        // One signal stops both at once: the HTTP connections get their shutdown timeout, the
+        // jobs in progress their drain timeout (nothing new is claimed), side by side.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let signalled = stop.clone();
+        let http_shutdown = async move {
+            shutdown.await;
+            signalled.cancel();
+        };
+        let drain_timeout = self.state.settings.jobs.drain_timeout;
+        let runner = self.runner;
+        let drained = async move {
+            stop.cancelled().await;
+            runner.drain(drain_timeout).await;
+        };
+        let (result, ()) = tokio::join!(
+            crate::http::routes::serve(self.listener, self.state.clone(), http_shutdown),
+            drained
+        );
         for task in self.background {
             task.abort();
         }
         tracing::info!("avatar-proxy stopped");
         result
-    }
-}
-
-/// Periodic housekeeping: orphaned cache content and temp files, gauges.
-async fn cleanup_loop(state: AppState) {
-    let period = state
-        .settings
-        .cache
-        .cleanup_interval
-        .max(Duration::from_secs(1));
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let disk = state.avatars.disk().clone();
-        let removed =
-            tokio::task::spawn_blocking(move || disk.collect_garbage(Duration::from_secs(600)))
-                .await
-                .unwrap_or(0);
-        if removed > 0 {
-            tracing::info!(removed, "cache cleanup removed orphaned files");
-        }
-        match state
-            .store
-            .delete_older_than("tmp", state.settings.uploads.temp_retention)
-            .await
-        {
-            Ok(0) => {}
-            Ok(swept) => tracing::info!(swept, "swept expired upload originals"),
-            Err(e) => tracing::warn!(error = %e, "could not sweep upload originals"),
-        }
-        state.publish_gauges();
     }
 }
 
@@ -408,4 +229,291 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+/// Make every file the process writes private (umask 077), create the cache dir (0700), and
+/// read or create the key secret kept there.
+fn prepare_cache_dir(settings: &Settings) -> anyhow::Result<Vec<u8>> {
+    let dir = &settings.cache.dir;
+    crate::fsutil::restrict_new_files();
+    crate::fsutil::create_private_dir(dir).with_context(|| {
+        format!(
+            "cannot create the cache directory (cache.dir = {})",
+            dir.display()
+        )
+    })?;
+    load_or_create_secret(&settings.server.key_secret, dir)
+        .context("cannot read or create the key secret in the cache directory")
+}
+
+/// Bind the listener; the public URLs default to its address.
+async fn bind(settings: &Settings) -> anyhow::Result<(TcpListener, PublicUrls)> {
+    let addr = settings.server.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (server.listen)"))?;
+    let urls = match &settings.server.public_base_url {
+        Some(base) => PublicUrls::new(base.as_str()),
+        None => PublicUrls::new(&format!("http://{}", listener.local_addr()?)),
+    };
+    Ok((listener, urls))
+}
+
+/// Image workers: the configured number, or one per core.
+fn image_workers(settings: &Settings) -> usize {
+    match settings.images.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    }
+}
+
+fn decode_limits(settings: &Settings) -> imaging::Limits {
+    imaging::Limits {
+        max_pixels: settings.images.max_pixels,
+        max_jpeg_scans: settings.images.max_jpeg_scans,
+        max_decode_bytes: settings.images.max_decode_bytes,
+        ..imaging::Limits::default()
+    }
+}
+
+fn open_disk(settings: &Settings) -> anyhow::Result<DiskTier> {
+    let budget = settings.cache.max_size_mb.saturating_mul(1024 * 1024);
+    DiskTier::open(&settings.cache.dir.join("cache"), budget).context("cannot open the disk cache")
+}
+
+/// The upstreams as the upstream layer takes them.
+fn upstream_settings(settings: &Settings) -> Vec<UpstreamSettings> {
+    settings
+        .upstreams
+        .iter()
+        .map(|(name, s)| UpstreamSettings {
+            name: name.clone(),
+            hosts: s.hosts.clone(),
+            credential: CredentialSettings {
+                pat: s.pat.expose().to_owned(),
+                bearer: s.bearer.expose().to_owned(),
+                basic_user: s.basic_user.expose().to_owned(),
+                basic_password: s.basic_password.expose().to_owned(),
+                header: s.header.expose().to_owned(),
+                cookie: s.cookie.expose().to_owned(),
+            },
+            allow_http: s.allow_http,
+            allow_private: s.allow_private,
+            max_concurrent: s.max_concurrent,
+        })
+        .collect()
+}
+
+/// What the fetcher takes from the settings.
+fn fetch_settings(settings: &Settings, limits: imaging::Limits) -> FetchSettings {
+    let u = &settings.upstream;
+    FetchSettings {
+        timeout: u.timeout,
+        connect_timeout: u.connect_timeout,
+        max_concurrent: settings.cache.max_concurrent_downloads,
+        queue_timeout: u.queue_timeout,
+        backoff: BackoffPolicy {
+            base: u.backoff,
+            max: u.max_retry_after,
+            failures_to_open: u.failures_before_backoff.max(1),
+        },
+        warn_interval: u.warn_interval,
+        max_bytes: settings.images.max_image_bytes,
+        limits,
+    }
+}
+
+fn default_choice(image: DefaultImage) -> DefaultChoice {
+    match image {
+        DefaultImage::NotFound => DefaultChoice::NotFound,
+        DefaultImage::Identicon => DefaultChoice::Style(DefaultStyle::Identicon),
+        DefaultImage::MysteryPerson => DefaultChoice::Style(DefaultStyle::MysteryPerson),
+        DefaultImage::Initials => DefaultChoice::Style(DefaultStyle::Initials),
+        DefaultImage::Blank => DefaultChoice::Style(DefaultStyle::Blank),
+    }
+}
+
+/// The resolver, with its fetcher and caches.
+fn build_avatars(settings: &Settings, core: &Core, disk: DiskTier) -> anyhow::Result<Avatars> {
+    let upstreams = Upstreams::from_settings(&upstream_settings(settings))
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let limits = decode_limits(settings);
+    let fetcher = Fetcher::new(
+        upstreams,
+        fetch_settings(settings, limits),
+        core.clock.clone(),
+    )
+    .context("cannot build the HTTP client")?;
+    let avatar_settings = AvatarSettings {
+        sizes: settings.sorted_sizes(),
+        default_size: settings.images.default_size,
+        default: default_choice(settings.images.default_image),
+        lifetimes: Lifetimes {
+            ttl: settings.cache.fresh_for(),
+            grace: settings.cache.stale_for(),
+        },
+        negative_ttl: settings.cache.negative_ttl,
+        limits,
+        request_timeout: settings.server.request_timeout,
+    };
+    Ok(Avatars::new(
+        avatar_settings,
+        settings.cache.memory_mb.saturating_mul(1024 * 1024),
+        disk,
+        fetcher,
+        core.repo.clone(),
+        core.store.clone(),
+        core.clock.clone(),
+        core.pool.clone(),
+    ))
+}
+
+/// The runner with every job type: upload processing, webhook delivery, the periodic sweep and
+/// purge.
+fn start_jobs(
+    settings: &Settings,
+    core: &Core,
+    avatars: &Avatars,
+    notifier: &Notifier,
+    wake_jobs: Arc<Notify>,
+) -> anyhow::Result<Runner> {
+    let jobs = &settings.jobs;
+    let backoff = Backoff {
+        base: jobs.retry_base,
+        max: jobs.retry_max,
+    };
+    let runner_settings = RunnerSettings {
+        lease: jobs.lease,
+        heartbeat: jobs.heartbeat,
+        poll: JOB_POLL,
+        backoff,
+    };
+    let mut runner = Runner::new(core.clock.clone(), runner_settings);
+    let process_upload = ProcessUpload {
+        repo: core.repo.clone(),
+        store: core.store.clone(),
+        avatars: avatars.clone(),
+        pool: core.pool.clone(),
+        notifier: notifier.clone(),
+        clock: core.clock.clone(),
+        max_attempts: jobs.max_attempts,
+        uploads: settings.uploads.clone(),
+        urls: core.urls.clone(),
+    };
+    runner.spawn(Arc::new(process_upload), jobs.workers, wake_jobs);
+    if !settings.webhooks.url.is_empty() {
+        let webhooks = &settings.webhooks;
+        let deliverer =
+            Deliverer::new(webhooks.secret.expose(), webhooks.allow_private).map_err(|e| {
+                anyhow::anyhow!(
+                    "invalid configuration: webhooks.secret (AVATAR_WEBHOOK_SECRET): {e}"
+                )
+            })?;
+        let deliver = DeliverWebhook {
+            repo: core.repo.clone(),
+            deliverer,
+            clock: core.clock.clone(),
+            max_attempts: webhooks.max_attempts,
+        };
+        runner.spawn(Arc::new(deliver), 1, notifier.webhook_signal());
+    }
+    let sweep = Sweep {
+        avatars: avatars.clone(),
+        store: core.store.clone(),
+        temp_retention: settings.uploads.temp_retention,
+    };
+    let period = settings.cache.cleanup_interval.max(Duration::from_secs(1));
+    runner.every("sweep-temporary-data", period, move || {
+        let sweep = sweep.clone();
+        async move { sweep.run().await }
+    });
+    let purge = PurgeExpired {
+        repo: core.repo.clone(),
+        clock: core.clock.clone(),
+        grant_retention: settings.uploads.temp_retention,
+        job_retention: jobs.retention,
+    };
+    runner.every("purge-expired-records", period, move || {
+        let purge = purge.clone();
+        async move { purge.run().await }
+    });
+    Ok(runner)
+}
+
+/// SHA-256 of each service API key (compared in constant time).
+fn api_key_digests(settings: &Settings) -> Vec<[u8; 32]> {
+    settings
+        .server
+        .api_keys
+        .iter()
+        .map(|k| Sha256::digest(k.expose().trim().as_bytes()).into())
+        .collect()
+}
+
+/// Tasks with nothing to finish: the disk index rebuild and the metrics upkeep.
+fn housekeeping(state: &AppState, disk: DiskTier) -> Vec<JoinHandle<()>> {
+    let rebuild = tokio::task::spawn_blocking(move || {
+        let entries = disk.rebuild();
+        tracing::info!(entries, "disk cache index rebuilt");
+    });
+    // The recorder keeps histogram samples until upkeep drains them: without a scraper,
+    // they would pile up for ever.
+    let prometheus = state.metrics.prometheus.clone();
+    let upkeep = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            prometheus.run_upkeep();
+        }
+    });
+    vec![
+        upkeep,
+        tokio::spawn(async move {
+            let _ = rebuild.await;
+        }),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_slots_and_per_upstream_limits_come_from_the_environment() {
+        let env = [
+            ("AVATAR_UPSTREAM_QUEUE_TIMEOUT", "2s"),
+            ("AVATAR_UPSTREAM_MAX_RETRY_AFTER", "3m"),
+            ("AVATAR_UPSTREAM_BACKOFF", "10s"),
+            ("AVATAR_UPSTREAM_FAILURES_BEFORE_BACKOFF", "5"),
+            ("AVATAR_UPSTREAM_WARN_INTERVAL", "1m"),
+            ("AVATAR_UPSTREAM_AZURE_HOSTS", "dev.azure.com"),
+            ("AVATAR_UPSTREAM_AZURE_MAX_CONCURRENT", "4"),
+            ("AVATAR_UPSTREAM_GITLAB_HOSTS", "gitlab.example.com"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let settings = Settings::load_from(None, env).expect("valid");
+        let f = fetch_settings(&settings, imaging::Limits::default());
+        assert_eq!(f.queue_timeout, Duration::from_secs(2));
+        assert_eq!(f.backoff.max, Duration::from_secs(180));
+        assert_eq!(f.backoff.base, Duration::from_secs(10));
+        assert_eq!(f.backoff.failures_to_open, 5);
+        assert_eq!(f.warn_interval, Duration::from_secs(60));
+        let upstreams = Upstreams::from_settings(&upstream_settings(&settings)).expect("valid");
+        let limit = |name: &str| {
+            upstreams
+                .iter()
+                .find(|u| u.name == name)
+                .map(|u| u.max_concurrent)
+        };
+        assert_eq!(limit("azure"), Some(Some(4)));
+        assert_eq!(
+            limit("gitlab"),
+            Some(None),
+            "half the global limit by default"
+        );
+        assert!(
+            !settings.upstreams.contains_key("queue"),
+            "not an upstream named QUEUE"
+        );
+    }
 }

@@ -52,6 +52,17 @@ impl Clock for ManualClock {
     }
 }
 
+/// Whole Unix seconds of a time, for the wire formats that count in seconds (JWT `exp`, the
+/// signed upload URL's `exp`, `webhook-timestamp`); everything inside the service is [`Millis`].
+pub fn unix_seconds(at: Millis) -> i64 {
+    at.div_euclid(1000)
+}
+
+/// A time given in whole Unix seconds by a wire format.
+pub fn from_unix_seconds(seconds: i64) -> Millis {
+    seconds.saturating_mul(1000)
+}
+
 /// Duration in whole milliseconds, saturating.
 pub fn millis(d: Duration) -> Millis {
     Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)

@@ -12,6 +12,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod env;
+
+pub use crate::hosts::HostPattern;
+use env::{env_key, env_value, merge, set_path};
+
 /// The defaults, documented key by key; the base layer of every configuration.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -98,6 +103,8 @@ pub struct Settings {
     pub upstream: UpstreamDefaults,
     /// Metadata database.
     pub database: DatabaseSettings,
+    /// Durable blob store.
+    pub store: StoreSettings,
     /// User authentication (JWT).
     pub auth: AuthSettings,
     /// User uploads.
@@ -106,6 +113,8 @@ pub struct Settings {
     pub jobs: JobSettings,
     /// Webhook delivery.
     pub webhooks: WebhookSettings,
+    /// Live events (WebSocket/SSE).
+    pub events: EventSettings,
     /// Named upstreams, each with its hosts and one credential.
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamSettings>,
@@ -116,9 +125,10 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     /// Address to bind (`AVATAR_LISTEN`).
-    pub listen: String,
+    pub listen: SocketAddr,
     /// Base of the URLs handed to browsers (`AVATAR_PUBLIC_BASE_URL`); empty → `http://{listen}`.
-    pub public_base_url: String,
+    #[serde(with = "optional_url")]
+    pub public_base_url: Option<url::Url>,
     /// Bearer keys of backend services (`AVATAR_API_KEYS`).
     pub api_keys: Vec<Secret>,
     /// HMAC secret for public keys (`AVATAR_KEY_SECRET`); empty → generated and kept on disk.
@@ -128,6 +138,10 @@ pub struct ServerSettings {
     /// Upper bound of one request to this service (`AVATAR_REQUEST_TIMEOUT`).
     #[serde(with = "human_duration")]
     pub request_timeout: Duration,
+    /// Identity records per rewrite call (`AVATAR_REWRITE_MAX_RECORDS`).
+    pub rewrite_max_records: usize,
+    /// Largest rewrite request body, in bytes (`AVATAR_REWRITE_MAX_BYTES`).
+    pub rewrite_max_bytes: usize,
     /// Longest wait for a request's headers and for the next request on an idle connection
     /// (`AVATAR_HEADER_READ_TIMEOUT`).
     #[serde(with = "human_duration")]
@@ -139,7 +153,7 @@ pub struct ServerSettings {
     #[serde(with = "human_duration")]
     pub shutdown_timeout: Duration,
     /// Time to render the key's default when an avatar could not be resolved, before the
-    /// pre-rendered default is served (`AVATAR_FALLBACK_TIMEOUT`; issue 7).
+    /// pre-rendered default is served (`AVATAR_FALLBACK_TIMEOUT`).
     #[serde(with = "human_duration")]
     pub fallback_timeout: Duration,
 }
@@ -208,7 +222,7 @@ pub struct ImageSettings {
     /// Size when none is asked for (`AVATAR_DEFAULT_SIZE`).
     pub default_size: u32,
     /// What a key without avatar shows (`AVATAR_DEFAULT_IMAGE`).
-    pub default_image: String,
+    pub default_image: DefaultImage,
     /// Largest upstream image in bytes (`AVATAR_MAX_IMAGE_BYTES`).
     pub max_image_bytes: usize,
     /// Largest decoded image in pixels (`AVATAR_MAX_PIXELS`).
@@ -231,7 +245,6 @@ pub struct UpstreamDefaults {
     /// Connection time (`AVATAR_UPSTREAM_CONNECT_TIMEOUT`).
     #[serde(with = "human_duration")]
     pub connect_timeout: Duration,
-    // -- upstream faults (issue 7): slots, backoff, warnings --
     /// Longest wait for a download slot (`AVATAR_UPSTREAM_QUEUE_TIMEOUT`).
     #[serde(with = "human_duration")]
     pub queue_timeout: Duration,
@@ -255,6 +268,14 @@ pub struct UpstreamDefaults {
 pub struct DatabaseSettings {
     /// `sqlite://…`; empty → SQLite in the cache dir (`AVATAR_DATABASE_URL`).
     pub url: Secret,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `file:///path`; empty → a folder in the cache dir (`AVATAR_STORE`).
+    pub url: String,
 }
 
 /// `[auth]`: JWT validation for user endpoints.
@@ -303,9 +324,26 @@ pub struct JobSettings {
     pub max_attempts: u32,
     /// Workers on this replica (`AVATAR_JOB_WORKERS`).
     pub workers: usize,
-    /// First retry delay (`AVATAR_JOB_RETRY_BASE`).
+    /// First retry delay (`AVATAR_JOB_RETRY_BASE`); the one backoff policy of every job.
     #[serde(with = "human_duration")]
     pub retry_base: Duration,
+    /// Longest retry delay (`AVATAR_JOB_RETRY_MAX`).
+    #[serde(with = "human_duration")]
+    pub retry_max: Duration,
+    /// How long a claimed job is held without a heartbeat (`AVATAR_JOB_LEASE`): after a crash,
+    /// another runner takes the job over once it runs out.
+    #[serde(with = "human_duration")]
+    pub lease: Duration,
+    /// How often a running job renews its lease (`AVATAR_JOB_HEARTBEAT`); below the lease.
+    #[serde(with = "human_duration")]
+    pub heartbeat: Duration,
+    /// At shutdown, how long running jobs may finish before they are cut
+    /// (`AVATAR_JOB_DRAIN_TIMEOUT`).
+    #[serde(with = "human_duration")]
+    pub drain_timeout: Duration,
+    /// Finished jobs (and their status) are purged after this (`AVATAR_JOB_RETENTION`).
+    #[serde(with = "human_duration")]
+    pub retention: Duration,
 }
 
 /// `[webhooks]`.
@@ -322,13 +360,78 @@ pub struct WebhookSettings {
     pub max_attempts: u32,
 }
 
+/// What a key without an avatar shows (`AVATAR_DEFAULT_IMAGE`): the Gravatar/Libravatar
+/// vocabulary, case-insensitive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultImage {
+    /// `404`: no image, a 404.
+    NotFound,
+    /// `identicon`: a geometric pattern from the key.
+    Identicon,
+    /// `mp` (also `mm`, `mysteryman`, `mystery-person`): a silhouette.
+    MysteryPerson,
+    /// `initials`: the display name's initials.
+    Initials,
+    /// `blank`: a transparent image.
+    Blank,
+}
+
+impl DefaultImage {
+    /// Parse the vocabulary; `None` for anything else.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Some(match raw.trim().to_ascii_lowercase().as_str() {
+            "404" => Self::NotFound,
+            "identicon" => Self::Identicon,
+            "mp" | "mm" | "mysteryman" | "mystery-person" => Self::MysteryPerson,
+            "initials" => Self::Initials,
+            "blank" => Self::Blank,
+            _ => return None,
+        })
+    }
+
+    /// The canonical name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotFound => "404",
+            Self::Identicon => "identicon",
+            Self::MysteryPerson => "mp",
+            Self::Initials => "initials",
+            Self::Blank => "blank",
+        }
+    }
+}
+
+impl Serialize for DefaultImage {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for DefaultImage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Self::parse(&raw).ok_or_else(|| {
+            serde::de::Error::custom("expected identicon, mp, initials, blank or 404")
+        })
+    }
+}
+
+/// `[events]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// Events kept for one user's slow connection before it is told it lagged
+    /// (`AVATAR_EVENTS_BUFFER`).
+    pub buffer: usize,
+}
+
 /// `[upstreams.NAME]`: one upstream identity provider.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSettings {
     /// Host patterns: `host`, `host:port` or `*.domain`.
     #[serde(default)]
-    pub hosts: Vec<String>,
+    pub hosts: Vec<HostPattern>,
     /// Personal access token, sent as Basic with an empty user.
     #[serde(default)]
     pub pat: Secret,
@@ -358,169 +461,25 @@ pub struct UpstreamSettings {
     pub max_concurrent: Option<usize>,
 }
 
-/// How a value from the environment is turned into a TOML value.
-#[derive(Clone, Copy)]
-enum Kind {
-    Str,
-    Int,
-    Bool,
-    StrList,
-    IntList,
+impl UpstreamSettings {
+    /// The kinds of credential configured (`pat`, `bearer`, `basic`, `header`, `cookie`); at
+    /// most one is valid.
+    pub fn credential_kinds(&self) -> Vec<&'static str> {
+        [
+            ("pat", !self.pat.is_empty()),
+            ("bearer", !self.bearer.is_empty()),
+            (
+                "basic",
+                !self.basic_user.is_empty() || !self.basic_password.is_empty(),
+            ),
+            ("header", !self.header.is_empty()),
+            ("cookie", !self.cookie.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(kind, set)| set.then_some(kind))
+        .collect()
+    }
 }
-
-/// Every plain environment variable and the key it sets.
-const ENV_KEYS: &[(&str, &str, Kind)] = &[
-    ("AVATAR_LISTEN", "server.listen", Kind::Str),
-    (
-        "AVATAR_PUBLIC_BASE_URL",
-        "server.public_base_url",
-        Kind::Str,
-    ),
-    ("AVATAR_API_KEYS", "server.api_keys", Kind::StrList),
-    ("AVATAR_KEY_SECRET", "server.key_secret", Kind::Str),
-    ("AVATAR_LOG_FORMAT", "server.log_format", Kind::Str),
-    (
-        "AVATAR_REQUEST_TIMEOUT",
-        "server.request_timeout",
-        Kind::Str,
-    ),
-    (
-        "AVATAR_HEADER_READ_TIMEOUT",
-        "server.header_read_timeout",
-        Kind::Str,
-    ),
-    (
-        "AVATAR_MAX_CONNECTIONS",
-        "server.max_connections",
-        Kind::Int,
-    ),
-    (
-        "AVATAR_SHUTDOWN_TIMEOUT",
-        "server.shutdown_timeout",
-        Kind::Str,
-    ),
-    (
-        "AVATAR_FALLBACK_TIMEOUT",
-        "server.fallback_timeout",
-        Kind::Str,
-    ),
-    ("AVATAR_CACHE_DIR", "cache.dir", Kind::Str),
-    ("AVATAR_CACHE_TTL_HOURS", "cache.ttl_hours", Kind::Int),
-    ("AVATAR_CACHE_TTL", "cache.ttl", Kind::Str),
-    ("AVATAR_CACHE_STALE", "cache.stale", Kind::Str),
-    ("AVATAR_CACHE_STALE_HOURS", "cache.stale_hours", Kind::Int),
-    ("AVATAR_CACHE_NEGATIVE_TTL", "cache.negative_ttl", Kind::Str),
-    ("AVATAR_CACHE_MAX_SIZE_MB", "cache.max_size_mb", Kind::Int),
-    ("AVATAR_MEMORY_CACHE_MB", "cache.memory_mb", Kind::Int),
-    (
-        "AVATAR_CACHE_MAX_CONCURRENT_DOWNLOADS",
-        "cache.max_concurrent_downloads",
-        Kind::Int,
-    ),
-    (
-        "AVATAR_CACHE_CLEANUP_INTERVAL",
-        "cache.cleanup_interval",
-        Kind::Str,
-    ),
-    ("AVATAR_SIZES", "images.sizes", Kind::IntList),
-    ("AVATAR_DEFAULT_SIZE", "images.default_size", Kind::Int),
-    ("AVATAR_DEFAULT_IMAGE", "images.default_image", Kind::Str),
-    (
-        "AVATAR_MAX_IMAGE_BYTES",
-        "images.max_image_bytes",
-        Kind::Int,
-    ),
-    ("AVATAR_MAX_PIXELS", "images.max_pixels", Kind::Int),
-    ("AVATAR_MAX_JPEG_SCANS", "images.max_jpeg_scans", Kind::Int),
-    (
-        "AVATAR_MAX_DECODE_BYTES",
-        "images.max_decode_bytes",
-        Kind::Int,
-    ),
-    ("AVATAR_IMAGE_WORKERS", "images.workers", Kind::Int),
-    ("AVATAR_UPSTREAM_TIMEOUT", "upstream.timeout", Kind::Str),
-    (
-        "AVATAR_UPSTREAM_CONNECT_TIMEOUT",
-        "upstream.connect_timeout",
-        Kind::Str,
-    ),
-    // -- upstream faults (issue 7) --
-    (
-        "AVATAR_UPSTREAM_QUEUE_TIMEOUT",
-        "upstream.queue_timeout",
-        Kind::Str,
-    ),
-    ("AVATAR_UPSTREAM_BACKOFF", "upstream.backoff", Kind::Str),
-    (
-        "AVATAR_UPSTREAM_MAX_RETRY_AFTER",
-        "upstream.max_retry_after",
-        Kind::Str,
-    ),
-    (
-        "AVATAR_UPSTREAM_FAILURES_BEFORE_BACKOFF",
-        "upstream.failures_before_backoff",
-        Kind::Int,
-    ),
-    (
-        "AVATAR_UPSTREAM_WARN_INTERVAL",
-        "upstream.warn_interval",
-        Kind::Str,
-    ),
-    ("AVATAR_DATABASE_URL", "database.url", Kind::Str),
-    ("AVATAR_JWT_SECRET", "auth.jwt_secret", Kind::Str),
-    ("AVATAR_JWT_PUBLIC_KEY", "auth.jwt_public_key", Kind::Str),
-    (
-        "AVATAR_JWT_PUBLIC_KEY_FILE",
-        "auth.jwt_public_key_file",
-        Kind::Str,
-    ),
-    ("AVATAR_JWT_ALGORITHM", "auth.jwt_algorithm", Kind::Str),
-    ("AVATAR_JWT_ISSUER", "auth.jwt_issuer", Kind::Str),
-    ("AVATAR_JWT_AUDIENCE", "auth.jwt_audience", Kind::Str),
-    ("AVATAR_MAX_UPLOAD_BYTES", "uploads.max_bytes", Kind::Int),
-    ("AVATAR_UPLOAD_URL_TTL", "uploads.url_ttl", Kind::Str),
-    ("AVATAR_TEMP_RETENTION", "uploads.temp_retention", Kind::Str),
-    ("AVATAR_CORS_ORIGINS", "uploads.cors_origins", Kind::StrList),
-    (
-        "AVATAR_VARIANT_SIZES",
-        "uploads.variant_sizes",
-        Kind::IntList,
-    ),
-    (
-        "AVATAR_KEEP_ORIGINALS",
-        "uploads.keep_originals",
-        Kind::Bool,
-    ),
-    ("AVATAR_JOB_MAX_ATTEMPTS", "jobs.max_attempts", Kind::Int),
-    ("AVATAR_JOB_WORKERS", "jobs.workers", Kind::Int),
-    ("AVATAR_JOB_RETRY_BASE", "jobs.retry_base", Kind::Str),
-    ("AVATAR_WEBHOOK_URL", "webhooks.url", Kind::Str),
-    ("AVATAR_WEBHOOK_SECRET", "webhooks.secret", Kind::Str),
-    (
-        "AVATAR_WEBHOOK_ALLOW_PRIVATE",
-        "webhooks.allow_private",
-        Kind::Bool,
-    ),
-    (
-        "AVATAR_WEBHOOK_MAX_ATTEMPTS",
-        "webhooks.max_attempts",
-        Kind::Int,
-    ),
-];
-
-/// Fields of `AVATAR_UPSTREAM_<NAME>_<FIELD>`, longest first so `_BASIC_USER` wins over `_USER`.
-const UPSTREAM_FIELDS: &[(&str, Kind)] = &[
-    ("MAX_CONCURRENT", Kind::Int),
-    ("BASIC_PASSWORD", Kind::Str),
-    ("ALLOW_PRIVATE", Kind::Bool),
-    ("BASIC_USER", Kind::Str),
-    ("ALLOW_HTTP", Kind::Bool),
-    ("BEARER", Kind::Str),
-    ("HEADER", Kind::Str),
-    ("COOKIE", Kind::Str),
-    ("HOSTS", Kind::StrList),
-    ("PAT", Kind::Str),
-];
 
 impl Settings {
     /// Load from the compiled-in defaults, an optional file, and the process environment.
@@ -573,21 +532,49 @@ impl Settings {
 
     fn validate(&self, named: &dyn Fn(String) -> String) -> Result<(), ConfigError> {
         let key = |k: &str| named(k.to_owned());
-        self.listen_addr()
-            .map_err(|e| invalid(key("server.listen"), e))?;
-        if !self.server.public_base_url.is_empty() {
-            let url = url::Url::parse(&self.server.public_base_url)
-                .map_err(|e| invalid(key("server.public_base_url"), e))?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(invalid(
-                    key("server.public_base_url"),
-                    "must be an http or https URL",
-                ));
-            }
+        self.validate_server(&key)?;
+        self.validate_images_and_cache(&key)?;
+        self.validate_uploads_and_jobs(&key)?;
+        self.validate_webhooks_and_upstreams(&key)?;
+        Ok(())
+    }
+
+    /// The listener, the public URL, the service keys, the rewrite limits.
+    fn validate_server(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        if let Some(url) = &self.server.public_base_url
+            && !matches!(url.scheme(), "http" | "https")
+        {
+            return Err(invalid(
+                key("server.public_base_url"),
+                "must be an http or https URL",
+            ));
+        }
+        if self.server.rewrite_max_records == 0 {
+            return Err(invalid(
+                key("server.rewrite_max_records"),
+                "must be at least 1",
+            ));
         }
         if self.server.api_keys.iter().any(Secret::is_empty) {
             return Err(invalid(key("server.api_keys"), "empty key in the list"));
         }
+        if !(1..=1_000_000).contains(&self.server.max_connections) {
+            return Err(invalid(
+                key("server.max_connections"),
+                "must be between 1 and 1000000",
+            ));
+        }
+        if self.server.header_read_timeout.is_zero() {
+            return Err(invalid(
+                key("server.header_read_timeout"),
+                "must be longer than zero",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sizes, decode limits, cache budgets and lifetimes.
+    fn validate_images_and_cache(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
         let images = &self.images;
         if images.sizes.is_empty() || images.sizes.iter().any(|&s| s == 0 || s > 2048) {
             return Err(invalid(
@@ -598,12 +585,6 @@ impl Settings {
         if images.default_size == 0 || images.default_size > 2048 {
             return Err(invalid(key("images.default_size"), "must be in 1..=2048"));
         }
-        crate::avatars::DefaultChoice::parse(&images.default_image).ok_or_else(|| {
-            invalid(
-                key("images.default_image"),
-                "expected identicon, mp, initials, blank or 404",
-            )
-        })?;
         if images.max_image_bytes < 1024 {
             return Err(invalid(
                 key("images.max_image_bytes"),
@@ -634,21 +615,14 @@ impl Settings {
                 "must be at least 1",
             ));
         }
-        if !(1..=1_000_000).contains(&self.server.max_connections) {
-            return Err(invalid(
-                key("server.max_connections"),
-                "must be between 1 and 1000000",
-            ));
-        }
-        if self.server.header_read_timeout.is_zero() {
-            return Err(invalid(
-                key("server.header_read_timeout"),
-                "must be longer than zero",
-            ));
-        }
         if self.cache.fresh_for().is_zero() {
             return Err(invalid(key("cache.ttl"), "must be longer than zero"));
         }
+        Ok(())
+    }
+
+    /// Uploads, the job runner, events.
+    fn validate_uploads_and_jobs(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
         let uploads = &self.uploads;
         if uploads.variant_sizes.is_empty()
             || uploads.variant_sizes.iter().any(|&s| s == 0 || s > 2048)
@@ -661,9 +635,29 @@ impl Settings {
         if uploads.max_bytes < 1024 {
             return Err(invalid(key("uploads.max_bytes"), "must be at least 1024"));
         }
+        if self.jobs.lease < Duration::from_secs(1) {
+            return Err(invalid(key("jobs.lease"), "must be at least 1s"));
+        }
+        if self.jobs.heartbeat.is_zero() || self.jobs.heartbeat >= self.jobs.lease {
+            return Err(invalid(
+                key("jobs.heartbeat"),
+                "must be above 0 and below jobs.lease",
+            ));
+        }
+        if self.events.buffer == 0 {
+            return Err(invalid(key("events.buffer"), "must be at least 1"));
+        }
         if self.jobs.max_attempts == 0 {
             return Err(invalid(key("jobs.max_attempts"), "must be at least 1"));
         }
+        Ok(())
+    }
+
+    /// Webhook delivery and the upstreams.
+    fn validate_webhooks_and_upstreams(
+        &self,
+        key: &dyn Fn(&str) -> String,
+    ) -> Result<(), ConfigError> {
         if !self.webhooks.url.is_empty() {
             url::Url::parse(&self.webhooks.url).map_err(|e| invalid(key("webhooks.url"), e))?;
             if self.webhooks.secret.is_empty() {
@@ -681,24 +675,14 @@ impl Settings {
                     "an upstream needs at least one host",
                 ));
             }
-            for host in &upstream.hosts {
-                crate::upstream::HostPattern::parse(host)
-                    .map_err(|e| invalid(key(&format!("{base}.hosts")), e))?;
+            if upstream.credential_kinds().len() > 1 {
+                return Err(invalid(
+                    key(&base),
+                    "configure one credential per upstream (pat, bearer, basic, header or cookie)",
+                ));
             }
-            crate::upstream::Credential::from_settings(upstream)
-                .map_err(|e| invalid(key(&base), e))?;
         }
         Ok(())
-    }
-
-    /// The socket address to bind.
-    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
-        self.server.listen.parse().map_err(|_| {
-            format!(
-                "`{}` is not an address like 127.0.0.1:8080",
-                self.server.listen
-            )
-        })
     }
 
     /// Sizes in ascending order without duplicates.
@@ -715,90 +699,23 @@ impl Settings {
     }
 }
 
-/// Which key an environment variable sets, if it is one of ours.
-fn env_key(name: &str) -> Result<Option<(String, Kind)>, ConfigError> {
-    if let Some(&(_, key, kind)) = ENV_KEYS.iter().find(|(var, _, _)| *var == name) {
-        return Ok(Some((key.to_owned(), kind)));
-    }
-    let Some(rest) = name.strip_prefix("AVATAR_UPSTREAM_") else {
-        return Ok(None);
-    };
-    for &(field, kind) in UPSTREAM_FIELDS {
-        if let Some(upstream) = rest.strip_suffix(field).and_then(|r| r.strip_suffix('_'))
-            && !upstream.is_empty()
-        {
-            let upstream = upstream.to_ascii_lowercase();
-            return Ok(Some((
-                format!("upstreams.{upstream}.{}", field.to_ascii_lowercase()),
-                kind,
-            )));
-        }
-    }
-    Err(invalid(
-        name,
-        "unknown upstream field; expected _HOSTS, _PAT, _BEARER, _BASIC_USER, _BASIC_PASSWORD, \
-         _HEADER, _COOKIE, _ALLOW_HTTP, _ALLOW_PRIVATE or _MAX_CONCURRENT",
-    ))
-}
+/// An optional URL: empty text is `None`.
+mod optional_url {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use url::Url;
 
-fn env_value(name: &str, raw: &str, kind: Kind) -> Result<toml::Value, ConfigError> {
-    let list = || {
-        raw.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-    };
-    let int = |s: &str| {
-        s.trim()
-            .parse::<i64>()
-            .map_err(|_| invalid(name, format!("`{s}` is not a whole number")))
-    };
-    Ok(match kind {
-        Kind::Str => toml::Value::String(raw.to_owned()),
-        Kind::Int => toml::Value::Integer(int(raw)?),
-        Kind::Bool => match raw.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => toml::Value::Boolean(true),
-            "0" | "false" | "no" | "off" | "" => toml::Value::Boolean(false),
-            other => return Err(invalid(name, format!("`{other}` is not true or false"))),
-        },
-        Kind::StrList => toml::Value::Array(list().map(toml::Value::String).collect()),
-        Kind::IntList => toml::Value::Array(
-            list()
-                .map(|s| int(&s).map(toml::Value::Integer))
-                .collect::<Result<_, _>>()?,
-        ),
-    })
-}
-
-fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) {
-    let mut parts = path.split('.').peekable();
-    let mut current = table;
-    while let Some(part) = parts.next() {
-        if parts.peek().is_none() {
-            current.insert(part.to_owned(), value);
-            return;
-        }
-        let entry = current
-            .entry(part.to_owned())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        if !entry.is_table() {
-            *entry = toml::Value::Table(toml::Table::new());
-        }
-        let toml::Value::Table(next) = entry else {
-            return;
-        };
-        current = next;
+    pub fn serialize<S: Serializer>(u: &Option<Url>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(u.as_ref().map_or("", Url::as_str))
     }
-}
 
-fn merge(base: &mut toml::Table, overlay: toml::Table) {
-    for (key, value) in overlay {
-        match (base.get_mut(&key), value) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
-            (_, value) => {
-                base.insert(key, value);
-            }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Error> {
+        let raw = String::deserialize(d)?;
+        if raw.trim().is_empty() {
+            return Ok(None);
         }
+        Url::parse(raw.trim())
+            .map(Some)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -852,152 +769,4 @@ mod human_duration {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load(env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        Settings::load_from(
-            None,
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-        )
-    }
-
-    #[test]
-    fn defaults_match_the_documented_values() {
-        let s = load(&[]).expect("defaults load");
-        assert_eq!(s.cache.dir, PathBuf::from("./avatar_cache"));
-        assert_eq!(s.cache.fresh_for(), Duration::from_secs(24 * 3600));
-        assert_eq!(s.cache.stale_for(), Duration::from_secs(7 * 24 * 3600));
-        assert_eq!(s.cache.max_size_mb, 500);
-        assert_eq!(s.cache.max_concurrent_downloads, 10);
-        assert_eq!(s.server.listen, "127.0.0.1:8080");
-        assert_eq!(s.images.sizes, vec![32, 64, 128, 256, 512]);
-    }
-
-    #[test]
-    fn the_original_variable_names_work_verbatim() {
-        let s = load(&[
-            ("AVATAR_CACHE_DIR", "/tmp/x"),
-            ("AVATAR_CACHE_TTL_HOURS", "2"),
-            ("AVATAR_CACHE_MAX_SIZE_MB", "7"),
-            ("AVATAR_CACHE_MAX_CONCURRENT_DOWNLOADS", "3"),
-        ])
-        .expect("loads");
-        assert_eq!(s.cache.dir, PathBuf::from("/tmp/x"));
-        assert_eq!(s.cache.fresh_for(), Duration::from_secs(7200));
-        assert_eq!(s.cache.max_size_mb, 7);
-        assert_eq!(s.cache.max_concurrent_downloads, 3);
-    }
-
-    #[test]
-    fn human_durations_win_over_hours() {
-        let s = load(&[
-            ("AVATAR_CACHE_TTL_HOURS", "2"),
-            ("AVATAR_CACHE_TTL", "90s"),
-            ("AVATAR_CACHE_STALE", "1d"),
-        ])
-        .expect("loads");
-        assert_eq!(s.cache.fresh_for(), Duration::from_secs(90));
-        assert_eq!(s.cache.stale_for(), Duration::from_secs(86400));
-    }
-
-    #[test]
-    fn upstreams_come_from_the_environment_alone() {
-        let s = load(&[
-            (
-                "AVATAR_UPSTREAM_AZURE_HOSTS",
-                "dev.azure.com, *.visualstudio.com",
-            ),
-            ("AVATAR_UPSTREAM_AZURE_PAT", "s3cr3t"),
-            ("AVATAR_UPSTREAM_MY_GITLAB_HOSTS", "gitlab.example.com:8443"),
-            ("AVATAR_UPSTREAM_MY_GITLAB_BASIC_USER", "bot"),
-            ("AVATAR_UPSTREAM_MY_GITLAB_BASIC_PASSWORD", "pw"),
-            ("AVATAR_UPSTREAM_MY_GITLAB_ALLOW_HTTP", "true"),
-        ])
-        .expect("loads");
-        let azure = &s.upstreams["azure"];
-        assert_eq!(azure.hosts, vec!["dev.azure.com", "*.visualstudio.com"]);
-        assert_eq!(azure.pat.expose(), "s3cr3t");
-        let gitlab = &s.upstreams["my_gitlab"];
-        assert_eq!(gitlab.basic_user.expose(), "bot");
-        assert!(gitlab.allow_http);
-        assert!(!gitlab.allow_private);
-    }
-
-    #[test]
-    fn decode_limits_default_to_the_documented_values_and_refuse_nonsense() {
-        let s = load(&[]).expect("defaults load");
-        assert_eq!(s.images.max_jpeg_scans, 64);
-        assert_eq!(s.images.max_decode_bytes, 256 * 1024 * 1024);
-        let s = load(&[
-            ("AVATAR_MAX_JPEG_SCANS", "200"),
-            ("AVATAR_MAX_DECODE_BYTES", "1048576"),
-        ])
-        .expect("loads");
-        assert_eq!(
-            (s.images.max_jpeg_scans, s.images.max_decode_bytes),
-            (200, 1 << 20)
-        );
-        let err = load(&[("AVATAR_MAX_JPEG_SCANS", "0")]).expect_err("rejects");
-        assert!(err.to_string().contains("AVATAR_MAX_JPEG_SCANS"), "{err}");
-        let err = load(&[("AVATAR_MAX_DECODE_BYTES", "1000")]).expect_err("rejects");
-        assert!(err.to_string().contains("AVATAR_MAX_DECODE_BYTES"), "{err}");
-    }
-
-    #[test]
-    fn errors_name_the_key_and_the_variable() {
-        let err = load(&[("AVATAR_CACHE_TTL_HOURS", "soon")]).expect_err("rejects");
-        assert!(err.to_string().contains("AVATAR_CACHE_TTL_HOURS"), "{err}");
-        let err = load(&[("AVATAR_CACHE_TTL", "forever")]).expect_err("rejects");
-        assert!(
-            err.to_string().contains("cache.ttl (AVATAR_CACHE_TTL)"),
-            "{err}"
-        );
-        let err = load(&[("AVATAR_SIZES", "32,4000")]).expect_err("rejects");
-        assert!(err.to_string().contains("AVATAR_SIZES"), "{err}");
-        let err = load(&[("AVATAR_UPSTREAM_X_TOKEN", "a")]).expect_err("rejects");
-        assert!(err.to_string().contains("AVATAR_UPSTREAM_X_TOKEN"), "{err}");
-        let err = load(&[("AVATAR_LISTEN", "localhost")]).expect_err("rejects");
-        assert!(err.to_string().contains("server.listen"), "{err}");
-    }
-
-    #[test]
-    fn two_credentials_on_one_upstream_are_refused() {
-        let err = load(&[
-            ("AVATAR_UPSTREAM_A_HOSTS", "a.example"),
-            ("AVATAR_UPSTREAM_A_PAT", "x"),
-            ("AVATAR_UPSTREAM_A_BEARER", "y"),
-        ])
-        .expect_err("rejects");
-        assert!(err.to_string().contains("upstreams.a"), "{err}");
-    }
-
-    #[test]
-    fn printed_configuration_redacts_every_secret() {
-        let s = load(&[
-            ("AVATAR_API_KEYS", "k1-very-secret,k2-very-secret"),
-            ("AVATAR_KEY_SECRET", "hmac-very-secret"),
-            ("AVATAR_UPSTREAM_A_HOSTS", "a.example"),
-            ("AVATAR_UPSTREAM_A_PAT", "pat-very-secret"),
-        ])
-        .expect("loads");
-        let text = s.redacted_toml();
-        assert!(!text.contains("very-secret"), "{text}");
-        assert!(text.contains("[redacted]"));
-        assert!(!format!("{s:?}").contains("very-secret"));
-    }
-
-    #[test]
-    fn a_config_file_overrides_defaults_and_env_overrides_the_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, "[cache]\nttl_hours = 5\nmax_size_mb = 9\n").expect("write");
-        let s = Settings::load_from(
-            Some(&path),
-            [("AVATAR_CACHE_MAX_SIZE_MB".to_owned(), "11".to_owned())],
-        )
-        .expect("loads");
-        assert_eq!(s.cache.fresh_for(), Duration::from_secs(5 * 3600));
-        assert_eq!(s.cache.max_size_mb, 11);
-    }
-}
+mod tests;

@@ -32,6 +32,7 @@
 //! semaphore.
 
 pub mod defaults;
+pub mod pool;
 
 mod budget;
 mod colour;
@@ -50,6 +51,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use defaults::{DefaultStyle, render_default};
+pub use pool::{ImagePool, PoolError};
 pub use probe::{probe, sniff, validate_crop};
 
 /// Largest edge, in pixels, that [`render`] and [`render_default`] will produce.

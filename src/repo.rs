@@ -6,8 +6,11 @@
 pub mod sqlite;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::Millis;
+pub use crate::ids::{JobId, UploadId};
+use crate::imaging::{Crop, OutputFormat};
 use crate::keys::UserKey;
 
 /// Failures of the metadata store. Never shown to clients verbatim.
@@ -19,6 +22,15 @@ pub enum RepoError {
     /// Schema migration failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A row that does not decode into its type (changed behind our back): an error, never a
+    /// silent `None`.
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// What did not decode.
+        detail: String,
+    },
 }
 
 /// One registered identity.
@@ -39,8 +51,8 @@ pub struct Identity {
 /// A signed upload grant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadRecord {
-    /// Random id (32 hex).
-    pub upload_id: String,
+    /// Random id.
+    pub upload_id: UploadId,
     /// Owner.
     pub user_key: UserKey,
     /// Declared type.
@@ -79,27 +91,88 @@ impl JobStatus {
         }
     }
 
-    fn parse(s: &str) -> Self {
+    fn parse(s: &str) -> Option<Self> {
         match s {
-            "processing" => Self::Processing,
-            "completed" => Self::Completed,
-            "failed" => Self::Failed,
-            _ => Self::Queued,
+            "queued" => Some(Self::Queued),
+            "processing" => Some(Self::Processing),
+            "completed" => Some(Self::Completed),
+            "failed" => Some(Self::Failed),
+            _ => None,
         }
+    }
+}
+
+/// Why a job failed (or, while it waits for a retry, the last transient fault), as the job
+/// status reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    /// Machine-readable code (`invalid-image`, `processing-failed`, `transient`).
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+    /// What to tell people (`Try again`, `Try again later`).
+    pub user_message: String,
+}
+
+/// What a completed job produced, as the job status reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// The new version fingerprint.
+    pub version: String,
+    /// Every stored variant, with its public URL.
+    pub variants: Vec<ReportedVariant>,
+    /// The EXIF summary of the original (camera, orientation; never GPS).
+    pub exif: serde_json::Value,
+    /// Processing time, in milliseconds.
+    pub processing_ms: u64,
+}
+
+/// One variant in a job's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedVariant {
+    /// Square side, in pixels.
+    pub size: u32,
+    /// Width, in pixels.
+    pub width: u32,
+    /// Height, in pixels.
+    pub height: u32,
+    /// Format, by its extension (`jpg`, `png`, `webp`).
+    #[serde(with = "format_extension")]
+    pub format: OutputFormat,
+    /// Encoded size, in bytes.
+    pub bytes: usize,
+    /// Public URL.
+    pub url: String,
+}
+
+/// Formats are stored and reported by their file extension (`jpg`, `png`, `webp`).
+mod format_extension {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    use crate::imaging::OutputFormat;
+
+    pub fn serialize<S: Serializer>(f: &OutputFormat, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(f.extension())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OutputFormat, D::Error> {
+        let raw = String::deserialize(d)?;
+        OutputFormat::from_extension(&raw)
+            .ok_or_else(|| D::Error::custom(format!("unknown format {raw:?}")))
     }
 }
 
 /// A processing job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRecord {
-    /// Random id (32 hex).
-    pub job_id: String,
+    /// Random id.
+    pub job_id: JobId,
     /// Owner.
     pub user_key: UserKey,
     /// The upload it processes.
-    pub upload_id: String,
-    /// Crop as JSON, if any.
-    pub crop: Option<String>,
+    pub upload_id: UploadId,
+    /// Crop in source pixels, if any.
+    pub crop: Option<Crop>,
     /// Where it stands.
     pub status: JobStatus,
     /// Attempts started.
@@ -108,14 +181,34 @@ pub struct JobRecord {
     pub run_at: Millis,
     /// Lease end while processing.
     pub locked_until: Option<Millis>,
-    /// Result JSON when completed.
-    pub result: Option<String>,
-    /// Error JSON when failed (or the last transient error while retrying).
-    pub error: Option<String>,
+    /// The runner holding the lease while processing.
+    pub locked_by: Option<String>,
+    /// What it produced, when completed.
+    pub result: Option<JobResult>,
+    /// Why it failed (or the last transient fault while it waits for a retry).
+    pub error: Option<JobError>,
     /// Creation time.
     pub created_at: Millis,
     /// Last change.
     pub updated_at: Millis,
+}
+
+/// One stored variant, as recorded in the avatar record and reported by the job.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct StoredVariant {
+    /// Square side.
+    pub size: u32,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+    /// Format, stored by its extension (`jpg`, `png`, `webp`).
+    #[serde(with = "format_extension")]
+    pub format: OutputFormat,
+    /// Encoded size.
+    pub bytes: usize,
+    /// Store path.
+    pub path: String,
 }
 
 /// A user's current upload.
@@ -125,8 +218,8 @@ pub struct AvatarRecord {
     pub user_key: UserKey,
     /// Version fingerprint (also in the store paths).
     pub version: String,
-    /// Variants JSON (`[{size, width, height, format, bytes, path}]`).
-    pub variants: String,
+    /// Its stored variants.
+    pub variants: Vec<StoredVariant>,
     /// When it became current.
     pub updated_at: Millis,
 }
@@ -160,23 +253,36 @@ pub trait Repo: Send + Sync + 'static {
     /// Record a new upload grant.
     async fn create_upload(&self, upload: &UploadRecord) -> Result<(), RepoError>;
     /// Look up an upload grant.
-    async fn upload(&self, upload_id: &str) -> Result<Option<UploadRecord>, RepoError>;
+    async fn upload(&self, upload_id: &UploadId) -> Result<Option<UploadRecord>, RepoError>;
     /// Mark the grant used; false when it already was (replays are refused).
-    async fn mark_upload_received(&self, upload_id: &str, bytes: i64) -> Result<bool, RepoError>;
+    async fn mark_upload_received(
+        &self,
+        upload_id: &UploadId,
+        bytes: i64,
+    ) -> Result<bool, RepoError>;
 
     /// Insert a queued job.
     async fn enqueue_job(&self, job: &JobRecord) -> Result<(), RepoError>;
     /// Look up a job.
-    async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, RepoError>;
+    async fn job(&self, job_id: &JobId) -> Result<Option<JobRecord>, RepoError>;
     /// Take the oldest due job (queued and due, or processing with an expired lease), counting
-    /// an attempt and holding it until `lease_until`.
+    /// an attempt and holding it for `owner` until `lease_until`.
     async fn claim_job(
         &self,
         now: Millis,
         lease_until: Millis,
+        owner: &str,
     ) -> Result<Option<JobRecord>, RepoError>;
-    /// Store a job's new state (status, attempts, run_at, result, error, lease).
-    async fn update_job(&self, job: &JobRecord) -> Result<(), RepoError>;
+    /// Extend the lease of a job `owner` still holds; `false` when it lost it.
+    async fn renew_job(
+        &self,
+        job_id: &JobId,
+        owner: &str,
+        lease_until: Millis,
+    ) -> Result<bool, RepoError>;
+    /// Settle a job `owner` still holds: store its new state (status, run_at, result, error) and
+    /// release the lease; `false` (and nothing written) when another runner holds it now.
+    async fn update_job(&self, job: &JobRecord, owner: &str) -> Result<bool, RepoError>;
 
     /// Make an upload current; returns the one it replaced.
     async fn set_avatar(&self, avatar: &AvatarRecord) -> Result<Option<AvatarRecord>, RepoError>;
@@ -185,19 +291,43 @@ pub trait Repo: Send + Sync + 'static {
     /// Remove the current upload; returns it.
     async fn delete_avatar(&self, key: &UserKey) -> Result<Option<AvatarRecord>, RepoError>;
 
+    /// Delete records nobody will read again: upload grants whose URL expired before
+    /// `grants_before` and that never received bytes, and finished (completed or failed) jobs
+    /// last changed before `jobs_before`. Returns how many rows went.
+    async fn purge_expired(
+        &self,
+        grants_before: Millis,
+        jobs_before: Millis,
+    ) -> Result<u64, RepoError>;
+
     /// Persist a webhook message (before any delivery attempt).
     async fn enqueue_webhook(&self, message: &OutboxMessage, now: Millis) -> Result<(), RepoError>;
-    /// Messages due for delivery.
+    /// Messages due for delivery (not leased).
     async fn due_webhooks(&self, now: Millis, limit: i64) -> Result<Vec<OutboxMessage>, RepoError>;
-    /// Delivered (or given up): remove from the outbox.
-    async fn remove_webhook(&self, message_id: &str) -> Result<(), RepoError>;
-    /// Schedule the next attempt.
+    /// Take the oldest due message, counting an attempt and holding it for `owner` until
+    /// `lease_until` (it is not due meanwhile).
+    async fn claim_webhook(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        owner: &str,
+    ) -> Result<Option<OutboxMessage>, RepoError>;
+    /// Extend the lease of a message `owner` holds; `false` when it lost it.
+    async fn renew_webhook(
+        &self,
+        message_id: &str,
+        owner: &str,
+        lease_until: Millis,
+    ) -> Result<bool, RepoError>;
+    /// Delivered (or given up): remove a message `owner` holds; `false` when it lost it.
+    async fn remove_webhook(&self, message_id: &str, owner: &str) -> Result<bool, RepoError>;
+    /// Release a message `owner` holds until its next attempt; `false` when it lost it.
     async fn retry_webhook(
         &self,
         message_id: &str,
-        attempts: u32,
+        owner: &str,
         next_attempt: Millis,
-    ) -> Result<(), RepoError>;
+    ) -> Result<bool, RepoError>;
     /// Disable an endpoint (it answered 410).
     async fn disable_endpoint(&self, endpoint: &str, now: Millis) -> Result<(), RepoError>;
     /// Whether an endpoint is disabled.
@@ -227,6 +357,7 @@ pub mod contract {
         upload_grants_are_used_once(repo).await;
         jobs_are_claimed_once_and_reclaimed_after_their_lease(repo).await;
         avatars_are_replaced_and_deleted(repo).await;
+        expired_grants_and_finished_jobs_are_purged(repo).await;
         the_webhook_outbox_keeps_messages_until_removed(repo).await;
     }
 
@@ -236,7 +367,7 @@ pub mod contract {
 
     async fn upload_grants_are_used_once(repo: &dyn Repo) {
         let grant = UploadRecord {
-            upload_id: "u".repeat(32),
+            upload_id: UploadId::generate(),
             user_key: key('c'),
             content_type: "image/png".into(),
             max_bytes: 100,
@@ -270,14 +401,20 @@ pub mod contract {
 
     async fn jobs_are_claimed_once_and_reclaimed_after_their_lease(repo: &dyn Repo) {
         let job = JobRecord {
-            job_id: "j".repeat(32),
+            job_id: JobId::generate(),
             user_key: key('d'),
-            upload_id: "u".repeat(32),
-            crop: None,
+            upload_id: UploadId::generate(),
+            crop: Some(Crop {
+                x: 1,
+                y: 2,
+                width: 30,
+                height: 40,
+            }),
             status: JobStatus::Queued,
             attempts: 0,
             run_at: 100,
             locked_until: None,
+            locked_by: None,
             result: None,
             error: None,
             created_at: 1,
@@ -285,45 +422,129 @@ pub mod contract {
         };
         repo.enqueue_job(&job).await.expect("enqueue");
         assert_eq!(
-            repo.claim_job(99, 200).await.expect("claim"),
+            repo.claim_job(99, 200, "a").await.expect("claim"),
             None,
             "not due yet"
         );
-        let claimed = repo.claim_job(100, 200).await.expect("claim").expect("due");
+        let claimed = repo
+            .claim_job(100, 200, "a")
+            .await
+            .expect("claim")
+            .expect("due");
         assert_eq!(claimed.status, JobStatus::Processing);
         assert_eq!(claimed.attempts, 1);
+        assert_eq!(claimed.crop, job.crop, "the crop comes back typed");
+        assert_eq!(claimed.locked_by.as_deref(), Some("a"));
         assert_eq!(
-            repo.claim_job(150, 250).await.expect("claim"),
+            repo.claim_job(150, 250, "b").await.expect("claim"),
             None,
             "leased"
         );
+        assert!(repo.renew_job(&job.job_id, "a", 260).await.expect("renew"));
+        assert_eq!(
+            repo.claim_job(210, 300, "b").await.expect("claim"),
+            None,
+            "the heartbeat extended the lease"
+        );
         let reclaimed = repo
-            .claim_job(200, 300)
+            .claim_job(260, 360, "b")
             .await
             .expect("claim")
             .expect("lease expired");
         assert_eq!(reclaimed.attempts, 2);
+        assert!(
+            !repo.renew_job(&job.job_id, "a", 400).await.expect("renew"),
+            "the old owner lost its lease"
+        );
         let mut done = reclaimed.clone();
         done.status = JobStatus::Completed;
-        done.result = Some("{}".into());
+        done.result = Some(JobResult {
+            version: "v1".into(),
+            variants: vec![ReportedVariant {
+                size: 128,
+                width: 128,
+                height: 128,
+                format: OutputFormat::Webp,
+                bytes: 10,
+                url: "http://127.0.0.1/avatar/x".into(),
+            }],
+            exif: serde_json::json!({"orientation": 6}),
+            processing_ms: 12,
+        });
         done.locked_until = None;
-        repo.update_job(&done).await.expect("update");
-        assert_eq!(repo.claim_job(10_000, 20_000).await.expect("claim"), None);
-        assert_eq!(
-            repo.job(&job.job_id)
-                .await
-                .expect("get")
-                .expect("present")
-                .status,
-            JobStatus::Completed
+        assert!(
+            !repo.update_job(&done, "a").await.expect("update"),
+            "the old owner cannot settle a job it lost"
         );
+        assert!(repo.update_job(&done, "b").await.expect("update"));
+        assert_eq!(
+            repo.claim_job(10_000, 20_000, "c").await.expect("claim"),
+            None
+        );
+        let stored = repo.job(&job.job_id).await.expect("get").expect("present");
+        assert_eq!(stored.status, JobStatus::Completed);
+        assert_eq!(stored.result, done.result);
+    }
+
+    async fn expired_grants_and_finished_jobs_are_purged(repo: &dyn Repo) {
+        let grant = |expires_at, received_bytes| UploadRecord {
+            upload_id: UploadId::generate(),
+            user_key: key('c'),
+            content_type: "image/png".into(),
+            max_bytes: 100,
+            expires_at,
+            received_bytes,
+            created_at: 1,
+        };
+        let (stale, used, fresh) = (grant(10, None), grant(10, Some(5)), grant(1_000, None));
+        for g in [&stale, &used, &fresh] {
+            repo.create_upload(g).await.expect("create");
+        }
+        let job = |status, updated_at| JobRecord {
+            job_id: JobId::generate(),
+            user_key: key('c'),
+            upload_id: used.upload_id.clone(),
+            crop: None,
+            status,
+            attempts: 1,
+            run_at: 0,
+            locked_until: None,
+            locked_by: None,
+            result: None,
+            error: None,
+            created_at: 0,
+            updated_at,
+        };
+        let (old_done, queued, new_done) = (
+            job(JobStatus::Failed, 10),
+            job(JobStatus::Queued, 10),
+            job(JobStatus::Completed, 1_000),
+        );
+        for j in [&old_done, &queued, &new_done] {
+            repo.enqueue_job(j).await.expect("enqueue");
+        }
+        // Earlier contract steps may leave finished jobs of their own: count at least ours.
+        assert!(repo.purge_expired(500, 500).await.expect("purge") >= 2);
+        assert_eq!(repo.upload(&stale.upload_id).await.expect("get"), None);
+        assert!(repo.upload(&used.upload_id).await.expect("get").is_some());
+        assert!(repo.upload(&fresh.upload_id).await.expect("get").is_some());
+        assert_eq!(repo.job(&old_done.job_id).await.expect("get"), None);
+        assert!(repo.job(&queued.job_id).await.expect("get").is_some());
+        assert!(repo.job(&new_done.job_id).await.expect("get").is_some());
     }
 
     async fn avatars_are_replaced_and_deleted(repo: &dyn Repo) {
         let first = AvatarRecord {
             user_key: key('e'),
             version: "v1".into(),
-            variants: "[]".into(),
+            variants: vec![StoredVariant {
+                size: 128,
+                width: 128,
+                height: 128,
+                format: OutputFormat::Jpeg,
+                bytes: 100,
+                path: "avatar/e/v1/128.jpg".into(),
+            }],
             updated_at: 1,
         };
         assert_eq!(repo.set_avatar(&first).await.expect("set"), None);
@@ -357,10 +578,34 @@ pub mod contract {
             repo.due_webhooks(5, 10).await.expect("due"),
             vec![message.clone()]
         );
-        repo.retry_webhook("msg_1", 1, 50).await.expect("retry");
+        let claimed = repo
+            .claim_webhook(5, 30, "a")
+            .await
+            .expect("claim")
+            .expect("due");
+        assert_eq!(claimed.attempts, 1);
+        assert!(
+            repo.due_webhooks(29, 10).await.expect("due").is_empty(),
+            "leased"
+        );
+        assert!(
+            !repo.retry_webhook("msg_1", "b", 50).await.expect("retry"),
+            "only the owner settles"
+        );
+        assert!(repo.retry_webhook("msg_1", "a", 50).await.expect("retry"));
         assert!(repo.due_webhooks(49, 10).await.expect("due").is_empty());
         assert_eq!(repo.due_webhooks(50, 10).await.expect("due")[0].attempts, 1);
-        repo.remove_webhook("msg_1").await.expect("remove");
+        assert!(
+            !repo.remove_webhook("msg_1", "a").await.expect("remove"),
+            "released: no owner until claimed again"
+        );
+        let again = repo
+            .claim_webhook(50, 80, "b")
+            .await
+            .expect("claim")
+            .expect("due");
+        assert_eq!(again.attempts, 2);
+        assert!(repo.remove_webhook("msg_1", "b").await.expect("remove"));
         assert!(repo.due_webhooks(1000, 10).await.expect("due").is_empty());
         assert!(
             !repo

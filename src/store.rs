@@ -5,6 +5,8 @@
 //! it over `object_store`, whose `LocalFileSystem` is the embedded default (a folder in the cache
 //! dir) and whose S3 client serves scale-out deployments.
 
+pub mod paths;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! Upstream identity providers and the authenticated fetcher.
 //!
-//! - [`hosts`]: host patterns of the allow-list (`host`, `host:port`, `*.domain`).
+//! - [`HostPattern`] (from `crate::hosts`): host patterns of the allow-list (`host`,
+//!   `host:port`, `*.domain`).
 //! - [`credential`]: the one credential of an upstream, attached only on its own hosts.
 //! - [`guard`]: address rules applied after DNS resolution (SSRF guard).
 //! - [`fetch`]: the fetcher: redirects re-checked hop by hop, byte cap while streaming,
@@ -14,7 +15,6 @@ pub mod credential;
 pub mod fetch;
 pub mod guard;
 pub mod health;
-pub mod hosts;
 pub mod limits;
 mod redirect;
 pub mod report;
@@ -22,16 +22,33 @@ pub mod report;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use credential::Credential;
+pub use crate::hosts::HostPattern;
+pub use credential::{Credential, CredentialSettings};
 pub use fetch::{FetchOutcome, Fetched, Fetcher, UpstreamError, Validators};
 pub use health::BackoffPolicy;
-pub use hosts::HostPattern;
 use url::Url;
 
-use crate::config::Settings;
 use crate::imaging;
 
-/// What the fetcher needs from the settings.
+/// One upstream as configured: built from the settings at start-up.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// Name (metrics label).
+    pub name: String,
+    /// Hosts it covers.
+    pub hosts: Vec<HostPattern>,
+    /// Its credential.
+    pub credential: CredentialSettings,
+    /// Plain HTTP allowed.
+    pub allow_http: bool,
+    /// Private and loopback addresses allowed.
+    pub allow_private: bool,
+    /// Requests in flight to this upstream (`AVATAR_UPSTREAM_<NAME>_MAX_CONCURRENT`); `None`:
+    /// half the global limit.
+    pub max_concurrent: Option<usize>,
+}
+
+/// What the fetcher needs from the settings (built by the app from them).
 #[derive(Debug, Clone)]
 pub struct FetchSettings {
     /// Total time of one request (`AVATAR_UPSTREAM_TIMEOUT`).
@@ -50,27 +67,6 @@ pub struct FetchSettings {
     pub max_bytes: usize,
     /// Probe limits applied before anyone may cache a body.
     pub limits: imaging::Limits,
-}
-
-impl FetchSettings {
-    /// From validated settings.
-    pub fn from_settings(settings: &Settings, limits: imaging::Limits) -> Self {
-        let u = &settings.upstream;
-        Self {
-            timeout: u.timeout,
-            connect_timeout: u.connect_timeout,
-            max_concurrent: settings.cache.max_concurrent_downloads,
-            queue_timeout: u.queue_timeout,
-            backoff: BackoffPolicy {
-                base: u.backoff,
-                max: u.max_retry_after,
-                failures_to_open: u.failures_before_backoff.max(1),
-            },
-            warn_interval: u.warn_interval,
-            max_bytes: settings.images.max_image_bytes,
-            limits,
-        }
-    }
 }
 
 /// One configured upstream.
@@ -110,19 +106,16 @@ impl Upstream {
 pub struct Upstreams(Arc<Vec<Arc<Upstream>>>);
 
 impl Upstreams {
-    /// Build from settings (already validated).
-    pub fn from_settings(settings: &Settings) -> Result<Self, String> {
+    /// Build the allow-list; an error names the upstream whose credential is malformed.
+    pub fn from_settings(settings: &[UpstreamSettings]) -> Result<Self, String> {
         let mut list = Vec::new();
-        for (name, s) in &settings.upstreams {
-            let hosts = s
-                .hosts
-                .iter()
-                .map(|h| HostPattern::parse(h))
-                .collect::<Result<Vec<_>, _>>()?;
+        for s in settings {
+            let credential = Credential::from_settings(&s.credential)
+                .map_err(|e| format!("upstreams.{}: {e}", s.name))?;
             list.push(Arc::new(Upstream {
-                name: name.clone(),
-                hosts,
-                credential: Credential::from_settings(s)?,
+                name: s.name.clone(),
+                hosts: s.hosts.clone(),
+                credential,
                 allow_http: s.allow_http,
                 allow_private: s.allow_private,
                 max_concurrent: s.max_concurrent,
@@ -151,49 +144,5 @@ impl Upstreams {
     /// Every upstream.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Upstream>> {
         self.0.iter()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_slots_and_per_upstream_limits_come_from_the_environment() {
-        let env = [
-            ("AVATAR_UPSTREAM_QUEUE_TIMEOUT", "2s"),
-            ("AVATAR_UPSTREAM_MAX_RETRY_AFTER", "3m"),
-            ("AVATAR_UPSTREAM_BACKOFF", "10s"),
-            ("AVATAR_UPSTREAM_FAILURES_BEFORE_BACKOFF", "5"),
-            ("AVATAR_UPSTREAM_WARN_INTERVAL", "1m"),
-            ("AVATAR_UPSTREAM_AZURE_HOSTS", "dev.azure.com"),
-            ("AVATAR_UPSTREAM_AZURE_MAX_CONCURRENT", "4"),
-            ("AVATAR_UPSTREAM_GITLAB_HOSTS", "gitlab.example.com"),
-        ]
-        .map(|(k, v)| (k.to_owned(), v.to_owned()));
-        let settings = Settings::load_from(None, env).expect("valid");
-        let f = FetchSettings::from_settings(&settings, imaging::Limits::default());
-        assert_eq!(f.queue_timeout, Duration::from_secs(2));
-        assert_eq!(f.backoff.max, Duration::from_secs(180));
-        assert_eq!(f.backoff.base, Duration::from_secs(10));
-        assert_eq!(f.backoff.failures_to_open, 5);
-        assert_eq!(f.warn_interval, Duration::from_secs(60));
-        let upstreams = Upstreams::from_settings(&settings).expect("valid");
-        let limit = |name: &str| {
-            upstreams
-                .iter()
-                .find(|u| u.name == name)
-                .map(|u| u.max_concurrent)
-        };
-        assert_eq!(limit("azure"), Some(Some(4)));
-        assert_eq!(
-            limit("gitlab"),
-            Some(None),
-            "half the global limit by default"
-        );
-        assert!(
-            !settings.upstreams.contains_key("queue"),
-            "not an upstream named QUEUE"
-        );
     }
 }

@@ -1,9 +1,9 @@
-//! A response ready to serve: bytes plus every header value built once, when it enters the
-//! memory tier, so a hit only clones reference-counted handles.
+//! A response ready to serve, as plain data: bytes plus every value the HTTP edge turns into a
+//! header, computed once when it enters the memory tier, so a hit only clones
+//! reference-counted handles.
 
 use std::sync::Arc;
 
-use axum::http::{HeaderValue, StatusCode};
 use bytes::Bytes;
 
 use super::request::{DefaultChoice, FormatChoice};
@@ -103,16 +103,16 @@ impl CacheStatus {
 /// A served image (or the `d=404` answer), with its freshness.
 #[derive(Debug)]
 pub struct Rendition {
-    /// 200, or 404 for `d=404` without an avatar.
-    pub status: StatusCode,
+    /// An image (200), or `false` for the `d=404` answer without an avatar (404).
+    pub found: bool,
     /// Body.
     pub bytes: Bytes,
     /// `Content-Type`.
-    pub content_type: HeaderValue,
-    /// Strong `ETag` of the bytes.
-    pub etag: HeaderValue,
-    /// `Last-Modified`, where known.
-    pub last_modified: Option<HeaderValue>,
+    pub content_type: &'static str,
+    /// Strong `ETag` of the bytes, quoted (RFC 9110 §8.8.3).
+    pub etag: Arc<str>,
+    /// `Last-Modified` as an HTTP date (RFC 9110 §5.6.7), where known.
+    pub last_modified: Option<Arc<str>>,
     /// `X-Avatar-Source`.
     pub source: SourceKind,
     /// Version fingerprint (`?v=`), where known.
@@ -134,15 +134,14 @@ impl Weighted for Rendition {
     }
 }
 
-/// Strong ETag from a hex digest of the bytes.
-pub fn etag_from_digest(hex_digest: &str) -> HeaderValue {
+/// Strong ETag (quoted) from a hex digest of the bytes.
+pub fn etag_from_digest(hex_digest: &str) -> Arc<str> {
     let short = &hex_digest[..hex_digest.len().min(32)];
-    HeaderValue::from_str(&format!("\"{short}\""))
-        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+    Arc::from(format!("\"{short}\""))
 }
 
 /// Whether an `If-None-Match` header matches `etag` (weak comparison, as RFC 9110 asks for it).
-pub fn etag_matches(if_none_match: &[u8], etag: &HeaderValue) -> bool {
+pub fn etag_matches(if_none_match: &[u8], etag: &str) -> bool {
     let ours = etag.as_bytes();
     if_none_match
         .split(|&b| b == b',')
@@ -157,10 +156,7 @@ mod tests {
     #[test]
     fn if_none_match_lists_are_understood() {
         let etag = etag_from_digest("abcdef0123456789abcdef0123456789ffff");
-        assert_eq!(
-            etag.to_str().expect("ascii"),
-            "\"abcdef0123456789abcdef0123456789\""
-        );
+        assert_eq!(&*etag, "\"abcdef0123456789abcdef0123456789\"");
         assert!(etag_matches(b"\"abcdef0123456789abcdef0123456789\"", &etag));
         assert!(etag_matches(
             b"\"x\", W/\"abcdef0123456789abcdef0123456789\"",

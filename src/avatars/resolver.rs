@@ -8,24 +8,38 @@
 //!          identity (registry) ─▶ upstream copy (disk tier; fresh │ stale │ expired → fetch,
 //!             │                     single flight per URL, stale-if-error, negative 404s)
 //!             │                  ─▶ variant (disk tier, keyed by source digest, size, format;
-//!             │                     rendered in spawn_blocking under the image semaphore)
+//!             │                     rendered in the shared image pool)
 //!             └──────────────────▶ generated default (identicon, mp, initials, blank) or 404
 //! ```
+//!
+//! This file holds the order (upload > upstream > default) and the caches' lifecycle; each
+//! concern lives in its own file: `registry` (identity lookups), `uploaded` (the user's
+//! stored variants), `sources` (upstream copies and fetching), `variants` (derived sizes and
+//! formats), `defaults` (generated images and the `d=404` answer). Image work runs in the
+//! shared [`ImagePool`] handed in at start-up.
+
+mod defaults;
+mod registry;
+mod sources;
+mod uploaded;
+mod variants;
+
+use sources::{FetchResult, SourceCopy, source_key};
+use uploaded::{Upload, cached_content_type};
+use variants::{SourceBytes, variant_key};
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderValue, StatusCode};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
 
 use super::rendition::{CacheStatus, Rendition, RenditionKey, SourceKind, etag_from_digest};
 use super::request::{DefaultChoice, FormatChoice};
 use crate::cache::disk::EntryMeta;
 use crate::cache::{DiskEntry, DiskTier, Freshness, Lifetimes, MemoryTier, SingleFlight};
 use crate::clock::{Clock, Millis, http_date, millis};
-use crate::imaging::{self, ImageKind};
+use crate::imaging::{self, ImagePool, PoolError};
 use crate::keys::UserKey;
 use crate::repo::{Identity, Repo};
 use crate::store::BlobStore;
@@ -67,27 +81,6 @@ pub enum ResolveError {
     Timeout,
 }
 
-/// An upstream copy on disk, with how it was obtained.
-#[derive(Clone)]
-struct SourceCopy {
-    key: Arc<str>,
-    entry: DiskEntry,
-    /// The bytes, when just fetched (saves a disk read).
-    bytes: Option<Bytes>,
-    status: CacheStatus,
-}
-
-/// Why an upstream fetch produced no copy.
-#[derive(Debug, Clone)]
-enum FetchFailure {
-    /// 404/410 (remembered for the negative TTL).
-    NotFound,
-    /// Anything else.
-    Failed(Arc<UpstreamError>),
-}
-
-type FetchResult = Result<SourceCopy, FetchFailure>;
-
 struct Inner {
     settings: AvatarSettings,
     memory: MemoryTier<RenditionKey, Rendition>,
@@ -107,9 +100,9 @@ struct Inner {
     renditions: SingleFlight<RenditionKey, Built>,
     fetches: SingleFlight<Arc<str>, FetchResult>,
     variants: SingleFlight<String, Result<(Bytes, DiskEntry), ResolveError>>,
-    /// Image work at once (decode, resize, encode): CPU-bound, so about one per core.
-    image_permits: Arc<Semaphore>,
-    /// Defaults rendered at start-up: the last resort of `/avatar` (issue 7).
+    /// Image work (decode, resize, encode), bounded; shared with the upload jobs.
+    pool: ImagePool,
+    /// Defaults rendered at start-up: the last resort of `/avatar`.
     fallback: super::fallback::Fallback,
 }
 
@@ -128,9 +121,11 @@ impl Avatars {
         repo: Arc<dyn Repo>,
         store: Arc<dyn BlobStore>,
         clock: Arc<dyn Clock>,
-        image_workers: usize,
+        pool: ImagePool,
     ) -> Self {
         Self(Arc::new(Inner {
+            fallback: super::fallback::Fallback::new(&settings.sizes, settings.default),
+            settings,
             memory: MemoryTier::new(memory_budget),
             disk,
             fetcher,
@@ -149,25 +144,8 @@ impl Avatars {
             renditions: SingleFlight::default(),
             fetches: SingleFlight::default(),
             variants: SingleFlight::default(),
-            image_permits: Arc::new(Semaphore::new(image_workers.max(1))),
-            fallback: super::fallback::Fallback::new(&settings.sizes, settings.default),
-            settings,
+            pool,
         }))
-    }
-
-    /// Settings in force.
-    pub fn settings(&self) -> &AvatarSettings {
-        &self.0.settings
-    }
-
-    /// The disk tier (readiness, metrics, cleanup).
-    pub fn disk(&self) -> &DiskTier {
-        &self.0.disk
-    }
-
-    /// Memory tier bytes and entries (metrics).
-    pub fn memory_usage(&self) -> (u64, u64) {
-        (self.0.memory.weighted_size(), self.0.memory.entry_count())
     }
 
     /// Defaults rendered at start-up, for when nothing else can be served.
@@ -186,6 +164,31 @@ impl Avatars {
             .default_rendition(rkey, user_key.as_ref(), None)
             .await?;
         Ok(Arc::new(rendition))
+    }
+
+    /// Settings in force.
+    pub fn settings(&self) -> &AvatarSettings {
+        &self.0.settings
+    }
+
+    /// The disk tier (readiness, metrics, cleanup).
+    pub fn disk(&self) -> &DiskTier {
+        &self.0.disk
+    }
+
+    /// Memory tier bytes and entries (metrics).
+    pub fn memory_usage(&self) -> (u64, u64) {
+        (self.0.memory.weighted_size(), self.0.memory.entry_count())
+    }
+
+    /// Refresh the gauges of cache sizes (when metrics are scraped, and by the sweep).
+    pub fn publish_gauges(&self) {
+        let (memory_bytes, memory_entries) = self.memory_usage();
+        let disk = self.disk();
+        metrics::gauge!("avatar_cache_bytes", "tier" => "memory").set(memory_bytes as f64);
+        metrics::gauge!("avatar_cache_entries", "tier" => "memory").set(memory_entries as f64);
+        metrics::gauge!("avatar_cache_bytes", "tier" => "disk").set(disk.weighted_size() as f64);
+        metrics::gauge!("avatar_cache_entries", "tier" => "disk").set(disk.entry_count() as f64);
     }
 
     /// The allow-list.
@@ -260,441 +263,6 @@ impl Avatars {
         Ok((rendition, status))
     }
 
-    async fn identity(&self, key: &UserKey) -> Option<Arc<Identity>> {
-        if let Some(found) = self.0.identities.get(key) {
-            return found;
-        }
-        match self.0.repo.identity(key).await {
-            Ok(found) => {
-                let found = found.map(Arc::new);
-                self.0.identities.insert(key.clone(), found.clone());
-                found
-            }
-            Err(e) => {
-                // Serve a default now; do not remember the absence.
-                tracing::error!(error = %e, "registry lookup failed");
-                None
-            }
-        }
-    }
-
-    /// The upstream avatar at the requested size, or `None` when there is none to show.
-    async fn upstream_rendition(
-        &self,
-        rkey: &RenditionKey,
-        url: &str,
-    ) -> Option<(Rendition, CacheStatus)> {
-        let mut copy = self.source(url).await?;
-        let variant = match self.upstream_variant(&copy, rkey).await {
-            Err(e) if copy.bytes.is_none() && !matches!(*e, ResolveError::Imaging(_)) => {
-                // The copy on disk vanished or failed its integrity check: fetch it again.
-                copy = self.fetch_shared(url, None).await.ok()?;
-                self.upstream_variant(&copy, rkey).await
-            }
-            other => other,
-        };
-        let variant = match variant {
-            Ok(v) => v,
-            Err(e) => {
-                // -- issue 7: undecodable bytes are remembered like a 404, reported once --
-                if let ResolveError::Imaging(error) = &*e {
-                    self.remember_undecodable(url, error).await;
-                } else {
-                    tracing::warn!(error = %e, "upstream avatar could not be processed; serving the default");
-                }
-                return None;
-            }
-        };
-        let lifetimes = self.0.settings.lifetimes;
-        let meta = &copy.entry.meta;
-        let (bytes, entry) = variant;
-        let last_modified = meta
-            .last_modified
-            .clone()
-            .unwrap_or_else(|| http_date(meta.validated_at));
-        let rendition = Rendition {
-            status: StatusCode::OK,
-            content_type: HeaderValue::from_str(&entry.meta.content_type)
-                .unwrap_or(HeaderValue::from_static("application/octet-stream")),
-            etag: etag_from_digest(&entry.digest()),
-            last_modified: HeaderValue::from_str(&last_modified).ok(),
-            source: SourceKind::Upstream,
-            version: Some(version_of(&copy.entry)),
-            source_key: Some(copy.key.clone()),
-            fresh_until: lifetimes.fresh_until(meta.validated_at),
-            stale_until: lifetimes.stale_until(meta.validated_at),
-            bytes,
-        };
-        Some((rendition, copy.status))
-    }
-
-    /// The upstream copy of `url`, honouring TTL, grace, negative caching and stale-if-error.
-    async fn source(&self, url: &str) -> Option<SourceCopy> {
-        let now = self.0.clock.now_millis();
-        let url_key: Arc<str> = Arc::from(url);
-        if self
-            .0
-            .negative
-            .get(&url_key)
-            .is_some_and(|until| now < until)
-        {
-            return None;
-        }
-        let key = source_key(url);
-        let cached = self.disk_entry(&key).await;
-        let Some(entry) = cached else {
-            return self.fetch_shared(url, None).await.ok();
-        };
-        let copy = |status| SourceCopy {
-            key: key.clone(),
-            entry: entry.clone(),
-            bytes: None,
-            status,
-        };
-        match self
-            .0
-            .settings
-            .lifetimes
-            .classify(entry.meta.validated_at, now)
-        {
-            Freshness::Fresh => Some(copy(CacheStatus::HitDisk)),
-            Freshness::Stale => {
-                self.refresh_in_background(key.clone());
-                Some(copy(CacheStatus::Stale))
-            }
-            Freshness::Expired => {
-                let validators = Validators {
-                    etag: entry.meta.etag.clone(),
-                    last_modified: entry.meta.last_modified.clone(),
-                };
-                match self.fetch_shared(url, Some(validators)).await {
-                    Ok(fresh) => Some(fresh),
-                    Err(FetchFailure::NotFound) => None,
-                    // stale-if-error
-                    Err(FetchFailure::Failed(_)) => Some(copy(CacheStatus::Stale)),
-                }
-            }
-        }
-    }
-
-    /// Bytes that sniffed and probed as an image but cannot be decoded: forget the copy and
-    /// remember the URL like a 404 (for the negative TTL), so other sizes and formats do not
-    /// download it again; the fetcher reports it (rate-limited).
-    async fn remember_undecodable(&self, url: &str, error: &imaging::ImagingError) {
-        let until = self
-            .0
-            .clock
-            .now_millis()
-            .saturating_add(millis(self.0.settings.negative_ttl));
-        self.0.negative.insert(Arc::from(url), until);
-        self.0.disk.remove(&source_key(url)).await;
-        if let Ok(parsed) = url::Url::parse(url) {
-            self.0.fetcher.report_undecodable(&parsed, error);
-        }
-    }
-
-    /// Index lookup; before the start-up rebuild finished, a direct read of the bucket.
-    async fn disk_entry(&self, key: &str) -> Option<DiskEntry> {
-        if let Some(entry) = self.0.disk.peek(key) {
-            return Some(entry);
-        }
-        if self.0.disk.is_rebuilt() {
-            return None;
-        }
-        self.0.disk.get(key).await.map(|(_, entry)| entry)
-    }
-
-    /// Fetch `url` once for all concurrent callers, store it, and return the copy.
-    async fn fetch_shared(&self, url: &str, validators: Option<Validators>) -> FetchResult {
-        let key = source_key(url);
-        let this = self.clone();
-        let url = url.to_owned();
-        let flight_key = key.clone();
-        self.0
-            .fetches
-            .run(flight_key, move || async move {
-                this.fetch_and_store(key, url, validators).await
-            })
-            .await
-            .unwrap_or_else(|| {
-                Err(FetchFailure::Failed(Arc::new(UpstreamError::Network(
-                    "task failed".into(),
-                ))))
-            })
-    }
-
-    async fn fetch_and_store(
-        &self,
-        key: Arc<str>,
-        url: String,
-        validators: Option<Validators>,
-    ) -> FetchResult {
-        let parsed = url::Url::parse(&url)
-            .map_err(|_| FetchFailure::Failed(Arc::new(UpstreamError::NotAllowed)))?;
-        let outcome = self
-            .0
-            .fetcher
-            .fetch(&parsed, validators.as_ref())
-            .await
-            .map_err(|e| FetchFailure::Failed(Arc::new(e)))?;
-        let now = self.0.clock.now_millis();
-        match outcome {
-            FetchOutcome::Fetched(fetched) => {
-                let meta = EntryMeta {
-                    content_type: kind_content_type(fetched.kind).to_owned(),
-                    validated_at: now,
-                    etag: fetched.validators.etag,
-                    last_modified: fetched.validators.last_modified,
-                    origin: Some(url.clone()),
-                };
-                let entry = self
-                    .0
-                    .disk
-                    .put(&key, fetched.bytes.clone(), meta)
-                    .await
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "cannot store an upstream avatar");
-                        FetchFailure::Failed(Arc::new(UpstreamError::Network(
-                            "cache write failed".into(),
-                        )))
-                    })?;
-                Ok(SourceCopy {
-                    key,
-                    entry,
-                    bytes: Some(fetched.bytes),
-                    status: CacheStatus::Miss,
-                })
-            }
-            FetchOutcome::NotModified(fresh) => {
-                let Some(old) = self.0.disk.peek(&key) else {
-                    // Our copy vanished meanwhile. Not asking again: the next request finds no
-                    // copy and fetches unconditionally, and a 304 to that is an upstream error.
-                    return Err(FetchFailure::Failed(Arc::new(UpstreamError::Network(
-                        "cached copy vanished during revalidation".into(),
-                    ))));
-                };
-                let meta = EntryMeta {
-                    validated_at: now,
-                    etag: fresh.etag.or_else(|| old.meta.etag.clone()),
-                    last_modified: fresh
-                        .last_modified
-                        .or_else(|| old.meta.last_modified.clone()),
-                    content_type: old.meta.content_type.clone(),
-                    origin: Some(url.clone()),
-                };
-                let entry = match self.0.disk.update_meta(&key, meta).await {
-                    Ok(Some(entry)) => entry,
-                    _ => old,
-                };
-                Ok(SourceCopy {
-                    key,
-                    entry,
-                    bytes: None,
-                    status: CacheStatus::Revalidated,
-                })
-            }
-            FetchOutcome::NotFound => {
-                let until = now.saturating_add(millis(self.0.settings.negative_ttl));
-                self.0.negative.insert(Arc::from(url.as_str()), until);
-                self.0.disk.remove(&key).await;
-                Err(FetchFailure::NotFound)
-            }
-        }
-    }
-
-    /// Revalidate an upstream copy without making anyone wait; afterwards the memory tier
-    /// forgets the renditions built from it, so the next request sees the result.
-    fn refresh_in_background(&self, key: Arc<str>) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let Some(entry) = this.0.disk.peek(&key) else {
-                return;
-            };
-            let Some(url) = entry.meta.origin.clone() else {
-                return;
-            };
-            let validators = Validators {
-                etag: entry.meta.etag.clone(),
-                last_modified: entry.meta.last_modified.clone(),
-            };
-            let result = this.fetch_shared(&url, Some(validators)).await;
-            if let Err(FetchFailure::Failed(e)) = &result {
-                tracing::debug!(error = %e, "background revalidation failed; keeping the stale copy");
-                return;
-            }
-            this.0
-                .memory
-                .invalidate_where(move |_, r| r.source_key.as_deref() == Some(&*key));
-        });
-    }
-
-    async fn upstream_variant(
-        &self,
-        copy: &SourceCopy,
-        rkey: &RenditionKey,
-    ) -> Result<(Bytes, DiskEntry), Arc<ResolveError>> {
-        let source = match &copy.bytes {
-            Some(bytes) => SourceBytes::Ready(bytes.clone()),
-            None => SourceBytes::Disk(copy.key.clone()),
-        };
-        self.variant(&copy.entry.digest(), source, rkey.size, rkey.format)
-            .await
-    }
-
-    /// A variant of a source image (keyed by the source's digest, so identical pictures share
-    /// entries): from disk, or rendered once and stored.
-    async fn variant(
-        &self,
-        digest: &str,
-        source: SourceBytes,
-        size: u32,
-        format: FormatChoice,
-    ) -> Result<(Bytes, DiskEntry), Arc<ResolveError>> {
-        let vkey = variant_key(digest, size, format);
-        if let Some(found) = self.0.disk.get(&vkey).await {
-            return Ok(found);
-        }
-        let this = self.clone();
-        let flight_key = vkey.clone();
-        self.0
-            .variants
-            .run(flight_key, move || async move {
-                let source = match source {
-                    SourceBytes::Ready(bytes) => bytes,
-                    SourceBytes::Disk(key) => this
-                        .0
-                        .disk
-                        .get(&key)
-                        .await
-                        .map(|(b, _)| b)
-                        .ok_or(ResolveError::Task)?,
-                };
-                let limits = this.0.settings.limits;
-                let preferred = format.preferred();
-                let encoded = this
-                    .image_work(move || {
-                        let mut rendered =
-                            imaging::render(&source, &limits, None, &[size], &[preferred])?;
-                        rendered.variants.pop().map(|(_, e)| e).ok_or_else(|| {
-                            imaging::ImagingError::Encode("no variant rendered".into())
-                        })
-                    })
-                    .await?;
-                let meta = EntryMeta {
-                    content_type: encoded.format.content_type().to_owned(),
-                    validated_at: this.0.clock.now_millis(),
-                    etag: None,
-                    last_modified: None,
-                    origin: None,
-                };
-                let bytes = Bytes::from(encoded.bytes);
-                let entry = this
-                    .0
-                    .disk
-                    .put(&vkey, bytes.clone(), meta)
-                    .await
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "cannot store a variant");
-                        ResolveError::Task
-                    })?;
-                Ok((bytes, entry))
-            })
-            .await
-            .unwrap_or(Err(ResolveError::Task))
-            .map_err(Arc::new)
-    }
-
-    /// The user's upload at the requested size and format, if they have one.
-    async fn upload_rendition(
-        &self,
-        rkey: &RenditionKey,
-        key: &UserKey,
-    ) -> Option<(Rendition, CacheStatus)> {
-        let upload = self.upload_of(key).await?;
-        let wanted_ext = |f: &str| match rkey.format {
-            FormatChoice::Auto => f != "webp",
-            FormatChoice::Exactly(o) => f == o.extension(),
-        };
-        let exact = upload
-            .variants
-            .iter()
-            .find(|v| v.size == rkey.size && wanted_ext(&v.format));
-        let (bytes, content_type, status) = match exact {
-            Some(v) => {
-                let bytes = self.0.store.get(&v.path).await.ok()?;
-                (bytes, format_content_type(&v.format), CacheStatus::HitDisk)
-            }
-            None => {
-                // Other sizes and formats derive from the largest variant through the cache.
-                let base = upload
-                    .variants
-                    .iter()
-                    .filter(|v| v.format != "webp")
-                    .max_by_key(|v| v.size)?;
-                let source = self.0.store.get(&base.path).await.ok()?;
-                let digest = hex::encode(Sha256::digest(&source));
-                let status = if self
-                    .0
-                    .disk
-                    .peek(&variant_key(&digest, rkey.size, rkey.format))
-                    .is_some()
-                {
-                    CacheStatus::HitDisk
-                } else {
-                    CacheStatus::Miss
-                };
-                let (bytes, entry) = self
-                    .variant(&digest, SourceBytes::Ready(source), rkey.size, rkey.format)
-                    .await
-                    .ok()?;
-                (
-                    bytes,
-                    format_content_type(entry.meta.content_type.trim_start_matches("image/")),
-                    status,
-                )
-            }
-        };
-        let digest = hex::encode(Sha256::digest(&bytes));
-        let rendition = Rendition {
-            status: StatusCode::OK,
-            content_type: HeaderValue::from_static(content_type),
-            etag: etag_from_digest(&digest),
-            last_modified: HeaderValue::from_str(&http_date(upload.updated_at)).ok(),
-            source: SourceKind::Upload,
-            version: Some(Arc::from(upload.version.as_str())),
-            source_key: None,
-            // Until the user changes it; every change invalidates the memory tier.
-            fresh_until: Millis::MAX,
-            stale_until: Millis::MAX,
-            bytes,
-        };
-        Some((rendition, status))
-    }
-
-    async fn upload_of(&self, key: &UserKey) -> Option<Arc<Upload>> {
-        if let Some(found) = self.0.uploads.get(key) {
-            return found;
-        }
-        match self.0.repo.avatar(key).await {
-            Ok(record) => {
-                let found = record.and_then(|r| {
-                    let variants = serde_json::from_str(&r.variants).ok()?;
-                    Some(Arc::new(Upload {
-                        version: r.version,
-                        variants,
-                        updated_at: r.updated_at,
-                    }))
-                });
-                self.0.uploads.insert(key.clone(), found.clone());
-                found
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "upload lookup failed");
-                None
-            }
-        }
-    }
-
     /// The version a key's URL serves now, for `?v=`: the upload's, else the cached upstream
     /// copy's, else none.
     pub async fn current_version(
@@ -708,78 +276,15 @@ impl Avatars {
         }
     }
 
-    /// Run image work on the blocking pool, under the image semaphore (shared by serving and
-    /// upload jobs, so CPU-bound work never exceeds the configured workers).
-    pub async fn image_work<T: Send + 'static>(
+    /// Run image work in the shared pool.
+    async fn image_work<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, imaging::ImagingError> + Send + 'static,
     ) -> Result<T, ResolveError> {
-        let _permit = self
-            .0
-            .image_permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| ResolveError::Task)?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|_| ResolveError::Task)?
-            .map_err(ResolveError::Imaging)
-    }
-
-    /// The generated default, or the `d=404` answer.
-    async fn default_rendition(
-        &self,
-        rkey: &RenditionKey,
-        user_key: Option<&UserKey>,
-        display_name: Option<&str>,
-    ) -> Result<(Rendition, CacheStatus), Arc<ResolveError>> {
-        let now = self.0.clock.now_millis();
-        let fresh_until = now.saturating_add(millis(self.0.settings.negative_ttl));
-        let style = match rkey.default {
-            DefaultChoice::NotFound => {
-                return Ok((not_found_rendition(fresh_until), CacheStatus::Miss));
-            }
-            DefaultChoice::Style(style) => style,
-        };
-        // Invalid keys share one seed, so garbage URLs cannot make us render endless images.
-        let seed = user_key.map(|k| k.as_str().to_owned()).unwrap_or_default();
-        let name = display_name.map(str::to_owned);
-        // Generated images have hard edges and flat colours: PNG unless a format was asked for.
-        let preferred = match rkey.format {
-            FormatChoice::Auto => imaging::Preferred::Exactly(imaging::OutputFormat::Png),
-            FormatChoice::Exactly(f) => imaging::Preferred::Exactly(f),
-        };
-        let size = rkey.size;
-        let encoded = self
-            .image_work(move || {
-                imaging::render_default(style, seed.as_bytes(), name.as_deref(), size, preferred)
-            })
-            .await
-            .map_err(Arc::new)?;
-        let digest = hex::encode(Sha256::digest(&encoded.bytes));
-        let rendition = Rendition {
-            status: StatusCode::OK,
-            content_type: HeaderValue::from_static(encoded.format.content_type()),
-            etag: etag_from_digest(&digest),
-            last_modified: None,
-            source: SourceKind::Default,
-            version: None,
-            source_key: None,
-            fresh_until,
-            stale_until: fresh_until,
-            bytes: Bytes::from(encoded.bytes),
-        };
-        Ok((rendition, CacheStatus::Miss))
-    }
-
-    /// Register identities; renditions of changed keys are forgotten at once.
-    pub async fn register(&self, batch: &[Identity]) -> Result<(), crate::repo::RepoError> {
-        let changed = self.0.repo.upsert_identities(batch).await?;
-        for key in &changed {
-            self.forget(key);
-        }
-        Ok(())
+        self.0.pool.run(work).await.map_err(|e| match e {
+            PoolError::Imaging(e) => ResolveError::Imaging(e),
+            PoolError::Task => ResolveError::Task,
+        })
     }
 
     /// Drop a key from the memory tier and the registry cache.
@@ -788,21 +293,6 @@ impl Avatars {
         self.0.uploads.invalidate(key);
         let key = key.as_str().to_owned();
         self.0.memory.invalidate_where(move |k, _| k.key == key);
-    }
-
-    /// Fetch the upstream copy now (prefetch); returns its version when one is cached.
-    pub async fn prefetch(&self, url: &str) -> Option<String> {
-        self.source(url)
-            .await
-            .map(|c| version_of(&c.entry).to_string())
-    }
-
-    /// Version of the cached copy of `url`, if any (no I/O).
-    pub fn cached_version(&self, url: &str) -> Option<String> {
-        self.0
-            .disk
-            .peek(&source_key(url))
-            .map(|e| version_of(&e).to_string())
     }
 
     /// Purge every cached copy and variant of a key's upstream avatar.
@@ -825,74 +315,5 @@ impl Avatars {
         }
         self.forget(key);
         Ok(())
-    }
-}
-
-/// Where a variant's source bytes are.
-enum SourceBytes {
-    /// In hand.
-    Ready(Bytes),
-    /// In the disk tier under this key.
-    Disk(Arc<str>),
-}
-
-/// A user's current upload, as the resolver needs it.
-#[derive(Debug)]
-struct Upload {
-    version: String,
-    variants: Vec<crate::jobs::StoredVariant>,
-    updated_at: Millis,
-}
-
-fn format_content_type(ext: &str) -> &'static str {
-    match ext {
-        "png" => "image/png",
-        "webp" => "image/webp",
-        _ => "image/jpeg",
-    }
-}
-
-/// Disk key of a variant: source digest, size, format choice.
-fn variant_key(digest: &str, size: u32, format: FormatChoice) -> String {
-    format!("var:{digest}:{size}:{}", format.label())
-}
-
-/// Disk key of an upstream copy: `src:` + SHA-256 of the URL.
-fn source_key(url: &str) -> Arc<str> {
-    Arc::from(format!(
-        "src:{}",
-        hex::encode(Sha256::digest(url.as_bytes()))
-    ))
-}
-
-/// The version fingerprint of an upstream copy: the start of its content digest.
-fn version_of(entry: &DiskEntry) -> Arc<str> {
-    Arc::from(&entry.digest()[..16])
-}
-
-fn kind_content_type(kind: ImageKind) -> &'static str {
-    match kind {
-        ImageKind::Png => "image/png",
-        ImageKind::Jpeg => "image/jpeg",
-        ImageKind::Gif => "image/gif",
-        ImageKind::Webp => "image/webp",
-    }
-}
-
-fn not_found_rendition(fresh_until: Millis) -> Rendition {
-    let body = Bytes::from_static(
-        br#"{"code":"not-found","message":"no avatar for this key","user_message":"No picture"}"#,
-    );
-    Rendition {
-        status: StatusCode::NOT_FOUND,
-        etag: etag_from_digest(&hex::encode(Sha256::digest(&body))),
-        bytes: body,
-        content_type: HeaderValue::from_static("application/json"),
-        last_modified: None,
-        source: SourceKind::Default,
-        version: None,
-        source_key: None,
-        fresh_until,
-        stale_until: fresh_until,
     }
 }

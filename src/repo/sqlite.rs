@@ -8,8 +8,12 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
 use super::{
-    AvatarRecord, Identity, JobRecord, JobStatus, OutboxMessage, Repo, RepoError, UploadRecord,
+    AvatarRecord, Identity, JobId, JobRecord, JobStatus, OutboxMessage, Repo, RepoError, UploadId,
+    UploadRecord,
 };
 use crate::clock::Millis;
 use crate::keys::UserKey;
@@ -89,13 +93,17 @@ impl Repo for SqliteRepo {
         .bind(key.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| Identity {
-            key: key.clone(),
-            user_id: r.get("user_id"),
-            upstream_url: r.get("upstream_url"),
-            display_name: r.get("display_name"),
-            updated_at: r.get("updated_at"),
-        }))
+        let table = "identities";
+        row.map(|r| {
+            Ok(Identity {
+                key: key.clone(),
+                user_id: column(&r, table, "user_id")?,
+                upstream_url: column(&r, table, "upstream_url")?,
+                display_name: column(&r, table, "display_name")?,
+                updated_at: column(&r, table, "updated_at")?,
+            })
+        })
+        .transpose()
     }
 
     async fn create_upload(&self, u: &UploadRecord) -> Result<(), RepoError> {
@@ -103,7 +111,7 @@ impl Repo for SqliteRepo {
             "INSERT INTO uploads (upload_id, user_key, content_type, max_bytes, expires_at, received_bytes, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
-        .bind(&u.upload_id)
+        .bind(u.upload_id.as_str())
         .bind(u.user_key.as_str())
         .bind(&u.content_type)
         .bind(u.max_bytes)
@@ -115,27 +123,35 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
-    async fn upload(&self, upload_id: &str) -> Result<Option<UploadRecord>, RepoError> {
+    async fn upload(&self, upload_id: &UploadId) -> Result<Option<UploadRecord>, RepoError> {
         let row = sqlx::query("SELECT * FROM uploads WHERE upload_id = ?1")
-            .bind(upload_id)
+            .bind(upload_id.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| UploadRecord {
-            upload_id: r.get("upload_id"),
-            user_key: key_of(&r, "user_key"),
-            content_type: r.get("content_type"),
-            max_bytes: r.get("max_bytes"),
-            expires_at: r.get("expires_at"),
-            received_bytes: r.get("received_bytes"),
-            created_at: r.get("created_at"),
-        }))
+        let table = "uploads";
+        row.map(|r| {
+            Ok(UploadRecord {
+                upload_id: upload_id_of(&r, table, "upload_id")?,
+                user_key: key_of(&r, table, "user_key")?,
+                content_type: column(&r, table, "content_type")?,
+                max_bytes: column(&r, table, "max_bytes")?,
+                expires_at: column(&r, table, "expires_at")?,
+                received_bytes: column(&r, table, "received_bytes")?,
+                created_at: column(&r, table, "created_at")?,
+            })
+        })
+        .transpose()
     }
 
-    async fn mark_upload_received(&self, upload_id: &str, bytes: i64) -> Result<bool, RepoError> {
+    async fn mark_upload_received(
+        &self,
+        upload_id: &UploadId,
+        bytes: i64,
+    ) -> Result<bool, RepoError> {
         let done = sqlx::query(
             "UPDATE uploads SET received_bytes = ?2 WHERE upload_id = ?1 AND received_bytes IS NULL",
         )
-        .bind(upload_id)
+        .bind(upload_id.as_str())
         .bind(bytes)
         .execute(&self.pool)
         .await?;
@@ -148,16 +164,16 @@ impl Repo for SqliteRepo {
                                result, error, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )
-        .bind(&j.job_id)
+        .bind(j.job_id.as_str())
         .bind(j.user_key.as_str())
-        .bind(&j.upload_id)
-        .bind(&j.crop)
+        .bind(j.upload_id.as_str())
+        .bind(to_json(&j.crop)?)
         .bind(j.status.as_str())
         .bind(i64::from(j.attempts))
         .bind(j.run_at)
         .bind(j.locked_until)
-        .bind(&j.result)
-        .bind(&j.error)
+        .bind(to_json(&j.result)?)
+        .bind(to_json(&j.error)?)
         .bind(j.created_at)
         .bind(j.updated_at)
         .execute(&self.pool)
@@ -165,22 +181,24 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
-    async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, RepoError> {
+    async fn job(&self, job_id: &JobId) -> Result<Option<JobRecord>, RepoError> {
         let row = sqlx::query("SELECT * FROM jobs WHERE job_id = ?1")
-            .bind(job_id)
+            .bind(job_id.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.as_ref().map(job_of))
+        row.as_ref().map(job_of).transpose()
     }
 
     async fn claim_job(
         &self,
         now: Millis,
         lease_until: Millis,
+        owner: &str,
     ) -> Result<Option<JobRecord>, RepoError> {
         // One statement: SQLite serialises writers, so two workers never claim the same job.
         let row = sqlx::query(
-            "UPDATE jobs SET status = 'processing', attempts = attempts + 1, locked_until = ?2, updated_at = ?1
+            "UPDATE jobs SET status = 'processing', attempts = attempts + 1, locked_until = ?2,
+                             locked_by = ?3, updated_at = ?1
              WHERE job_id = (
                  SELECT job_id FROM jobs
                  WHERE (status = 'queued' AND run_at <= ?1)
@@ -190,28 +208,46 @@ impl Repo for SqliteRepo {
         )
         .bind(now)
         .bind(lease_until)
+        .bind(owner)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.as_ref().map(job_of))
+        row.as_ref().map(job_of).transpose()
     }
 
-    async fn update_job(&self, j: &JobRecord) -> Result<(), RepoError> {
-        sqlx::query(
-            "UPDATE jobs SET status = ?2, attempts = ?3, run_at = ?4, locked_until = ?5, result = ?6,
-                             error = ?7, updated_at = ?8
-             WHERE job_id = ?1",
+    async fn renew_job(
+        &self,
+        job_id: &JobId,
+        owner: &str,
+        lease_until: Millis,
+    ) -> Result<bool, RepoError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET locked_until = ?3
+             WHERE job_id = ?1 AND status = 'processing' AND locked_by = ?2",
         )
-        .bind(&j.job_id)
-        .bind(j.status.as_str())
-        .bind(i64::from(j.attempts))
-        .bind(j.run_at)
-        .bind(j.locked_until)
-        .bind(&j.result)
-        .bind(&j.error)
-        .bind(j.updated_at)
+        .bind(job_id.as_str())
+        .bind(owner)
+        .bind(lease_until)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn update_job(&self, j: &JobRecord, owner: &str) -> Result<bool, RepoError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = ?2, run_at = ?3, locked_until = NULL, locked_by = NULL,
+                             result = ?4, error = ?5, updated_at = ?6
+             WHERE job_id = ?1 AND status = 'processing' AND locked_by = ?7",
+        )
+        .bind(j.job_id.as_str())
+        .bind(j.status.as_str())
+        .bind(j.run_at)
+        .bind(to_json(&j.result)?)
+        .bind(to_json(&j.error)?)
+        .bind(j.updated_at)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn set_avatar(&self, a: &AvatarRecord) -> Result<Option<AvatarRecord>, RepoError> {
@@ -221,7 +257,8 @@ impl Repo for SqliteRepo {
             .fetch_optional(&mut *tx)
             .await?
             .as_ref()
-            .map(avatar_of);
+            .map(avatar_of)
+            .transpose()?;
         sqlx::query(
             "INSERT INTO avatars (user_key, version, variants, updated_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (user_key) DO UPDATE SET version = excluded.version,
@@ -229,7 +266,7 @@ impl Repo for SqliteRepo {
         )
         .bind(a.user_key.as_str())
         .bind(&a.version)
-        .bind(&a.variants)
+        .bind(to_json(&Some(&a.variants))?)
         .bind(a.updated_at)
         .execute(&mut *tx)
         .await?;
@@ -242,7 +279,7 @@ impl Repo for SqliteRepo {
             .bind(key.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.as_ref().map(avatar_of))
+        row.as_ref().map(avatar_of).transpose()
     }
 
     async fn delete_avatar(&self, key: &UserKey) -> Result<Option<AvatarRecord>, RepoError> {
@@ -250,7 +287,26 @@ impl Repo for SqliteRepo {
             .bind(key.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.as_ref().map(avatar_of))
+        row.as_ref().map(avatar_of).transpose()
+    }
+
+    async fn purge_expired(
+        &self,
+        grants_before: Millis,
+        jobs_before: Millis,
+    ) -> Result<u64, RepoError> {
+        let grants =
+            sqlx::query("DELETE FROM uploads WHERE expires_at < ?1 AND received_bytes IS NULL")
+                .bind(grants_before)
+                .execute(&self.pool)
+                .await?;
+        let jobs = sqlx::query(
+            "DELETE FROM jobs WHERE status IN ('completed', 'failed') AND updated_at < ?1",
+        )
+        .bind(jobs_before)
+        .execute(&self.pool)
+        .await?;
+        Ok(grants.rows_affected() + jobs.rows_affected())
     }
 
     async fn enqueue_webhook(&self, m: &OutboxMessage, now: Millis) -> Result<(), RepoError> {
@@ -277,32 +333,73 @@ impl Repo for SqliteRepo {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(outbox_of).collect())
+        rows.iter().map(outbox_of).collect()
     }
 
-    async fn remove_webhook(&self, message_id: &str) -> Result<(), RepoError> {
-        sqlx::query("DELETE FROM webhook_outbox WHERE message_id = ?1")
-            .bind(message_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    async fn claim_webhook(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        owner: &str,
+    ) -> Result<Option<OutboxMessage>, RepoError> {
+        let row = sqlx::query(
+            "UPDATE webhook_outbox SET attempts = attempts + 1, next_attempt = ?2, locked_by = ?3
+             WHERE message_id = (
+                 SELECT message_id FROM webhook_outbox WHERE next_attempt <= ?1
+                 ORDER BY next_attempt LIMIT 1)
+             RETURNING *",
+        )
+        .bind(now)
+        .bind(lease_until)
+        .bind(owner)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(outbox_of).transpose()
+    }
+
+    async fn renew_webhook(
+        &self,
+        message_id: &str,
+        owner: &str,
+        lease_until: Millis,
+    ) -> Result<bool, RepoError> {
+        let done = sqlx::query(
+            "UPDATE webhook_outbox SET next_attempt = ?3 WHERE message_id = ?1 AND locked_by = ?2",
+        )
+        .bind(message_id)
+        .bind(owner)
+        .bind(lease_until)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn remove_webhook(&self, message_id: &str, owner: &str) -> Result<bool, RepoError> {
+        let done =
+            sqlx::query("DELETE FROM webhook_outbox WHERE message_id = ?1 AND locked_by = ?2")
+                .bind(message_id)
+                .bind(owner)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn retry_webhook(
         &self,
         message_id: &str,
-        attempts: u32,
+        owner: &str,
         next_attempt: Millis,
-    ) -> Result<(), RepoError> {
-        sqlx::query(
-            "UPDATE webhook_outbox SET attempts = ?2, next_attempt = ?3 WHERE message_id = ?1",
+    ) -> Result<bool, RepoError> {
+        let done = sqlx::query(
+            "UPDATE webhook_outbox SET next_attempt = ?3, locked_by = NULL
+             WHERE message_id = ?1 AND locked_by = ?2",
         )
         .bind(message_id)
-        .bind(i64::from(attempts))
+        .bind(owner)
         .bind(next_attempt)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     async fn disable_endpoint(&self, endpoint: &str, now: Millis) -> Result<(), RepoError> {
@@ -325,50 +422,105 @@ impl Repo for SqliteRepo {
     }
 }
 
-fn key_of(row: &SqliteRow, column: &str) -> UserKey {
-    let raw: String = row.get(column);
-    // Keys are validated before they are written; a row that fails is a corrupted database.
-    UserKey::parse(&raw)
-        .unwrap_or_else(|| UserKey::parse(&"0".repeat(32)).unwrap_or_else(|| unreachable!()))
+/// A column of the row, or [`RepoError::Corrupt`] when it is missing or of another type.
+fn column<'r, T>(row: &'r SqliteRow, table: &'static str, name: &str) -> Result<T, RepoError>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(name).map_err(|e| RepoError::Corrupt {
+        table,
+        detail: format!("{name}: {e}"),
+    })
 }
 
-fn job_of(r: &SqliteRow) -> JobRecord {
-    let status: String = r.get("status");
-    let attempts: i64 = r.get("attempts");
-    JobRecord {
-        job_id: r.get("job_id"),
-        user_key: key_of(r, "user_key"),
-        upload_id: r.get("upload_id"),
-        crop: r.get("crop"),
-        status: JobStatus::parse(&status),
-        attempts: u32::try_from(attempts).unwrap_or(0),
-        run_at: r.get("run_at"),
-        locked_until: r.get("locked_until"),
-        result: r.get("result"),
-        error: r.get("error"),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
+fn corrupt(table: &'static str, name: &str, what: impl std::fmt::Display) -> RepoError {
+    RepoError::Corrupt {
+        table,
+        detail: format!("{name}: {what}"),
     }
 }
 
-fn avatar_of(r: &SqliteRow) -> AvatarRecord {
-    AvatarRecord {
-        user_key: key_of(r, "user_key"),
-        version: r.get("version"),
-        variants: r.get("variants"),
-        updated_at: r.get("updated_at"),
-    }
+fn key_of(row: &SqliteRow, table: &'static str, name: &str) -> Result<UserKey, RepoError> {
+    let raw: String = column(row, table, name)?;
+    UserKey::parse(&raw).ok_or_else(|| corrupt(table, name, "not a key"))
 }
 
-fn outbox_of(r: &SqliteRow) -> OutboxMessage {
-    let attempts: i64 = r.get("attempts");
-    OutboxMessage {
-        message_id: r.get("message_id"),
-        endpoint: r.get("endpoint"),
-        payload: r.get("payload"),
-        attempts: u32::try_from(attempts).unwrap_or(0),
-        next_attempt: r.get("next_attempt"),
-    }
+fn upload_id_of(row: &SqliteRow, table: &'static str, name: &str) -> Result<UploadId, RepoError> {
+    let raw: String = column(row, table, name)?;
+    UploadId::parse(&raw).ok_or_else(|| corrupt(table, name, "not an upload id"))
+}
+
+/// A JSON column decoded into its type; `NULL` is `None`.
+fn json_column<T: DeserializeOwned>(
+    row: &SqliteRow,
+    table: &'static str,
+    name: &str,
+) -> Result<Option<T>, RepoError> {
+    let raw: Option<String> = column(row, table, name)?;
+    raw.map(|text| serde_json::from_str(&text).map_err(|e| corrupt(table, name, e)))
+        .transpose()
+}
+
+/// A value as JSON text for a column; `None` is `NULL`.
+fn to_json<T: Serialize>(value: &Option<T>) -> Result<Option<String>, RepoError> {
+    value
+        .as_ref()
+        .map(|v| {
+            serde_json::to_string(v).map_err(|e| RepoError::Corrupt {
+                table: "(write)",
+                detail: e.to_string(),
+            })
+        })
+        .transpose()
+}
+
+fn count(row: &SqliteRow, table: &'static str, name: &str) -> Result<u32, RepoError> {
+    let raw: i64 = column(row, table, name)?;
+    u32::try_from(raw).map_err(|e| corrupt(table, name, e))
+}
+
+fn job_of(r: &SqliteRow) -> Result<JobRecord, RepoError> {
+    let table = "jobs";
+    let status: String = column(r, table, "status")?;
+    let job_id: String = column(r, table, "job_id")?;
+    Ok(JobRecord {
+        job_id: JobId::parse(&job_id).ok_or_else(|| corrupt(table, "job_id", "not a job id"))?,
+        user_key: key_of(r, table, "user_key")?,
+        upload_id: upload_id_of(r, table, "upload_id")?,
+        crop: json_column(r, table, "crop")?,
+        status: JobStatus::parse(&status)
+            .ok_or_else(|| corrupt(table, "status", format!("unknown status {status:?}")))?,
+        attempts: count(r, table, "attempts")?,
+        run_at: column(r, table, "run_at")?,
+        locked_until: column(r, table, "locked_until")?,
+        locked_by: column(r, table, "locked_by")?,
+        result: json_column(r, table, "result")?,
+        error: json_column(r, table, "error")?,
+        created_at: column(r, table, "created_at")?,
+        updated_at: column(r, table, "updated_at")?,
+    })
+}
+
+fn avatar_of(r: &SqliteRow) -> Result<AvatarRecord, RepoError> {
+    let table = "avatars";
+    Ok(AvatarRecord {
+        user_key: key_of(r, table, "user_key")?,
+        version: column(r, table, "version")?,
+        variants: json_column(r, table, "variants")?
+            .ok_or_else(|| corrupt(table, "variants", "missing"))?,
+        updated_at: column(r, table, "updated_at")?,
+    })
+}
+
+fn outbox_of(r: &SqliteRow) -> Result<OutboxMessage, RepoError> {
+    let table = "webhook_outbox";
+    Ok(OutboxMessage {
+        message_id: column(r, table, "message_id")?,
+        endpoint: column(r, table, "endpoint")?,
+        payload: column(r, table, "payload")?,
+        attempts: count(r, table, "attempts")?,
+        next_attempt: column(r, table, "next_attempt")?,
+    })
 }
 
 #[cfg(test)]
@@ -381,5 +533,40 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let repo = SqliteRepo::connect(&url).await.expect("connect");
         super::super::contract::run(&repo).await;
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_row_is_an_error_not_a_missing_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let repo = SqliteRepo::connect(&url).await.expect("connect");
+        let key = UserKey::parse(&"f".repeat(32)).expect("key");
+        sqlx::query("INSERT INTO avatars (user_key, version, variants, updated_at) VALUES (?1, 'v1', 'not json', 1)")
+            .bind(key.as_str())
+            .execute(repo.pool())
+            .await
+            .expect("insert");
+        assert!(matches!(
+            repo.avatar(&key).await,
+            Err(RepoError::Corrupt {
+                table: "avatars",
+                ..
+            })
+        ));
+        let job = JobId::generate();
+        sqlx::query(
+            "INSERT INTO jobs (job_id, user_key, upload_id, crop, status, run_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, '{\"x\": -1}', 'queued', 0, 0, 0)",
+        )
+        .bind(job.as_str())
+        .bind(key.as_str())
+        .bind(UploadId::generate().as_str())
+        .execute(repo.pool())
+        .await
+        .expect("insert");
+        assert!(matches!(
+            repo.job(&job).await,
+            Err(RepoError::Corrupt { table: "jobs", .. })
+        ));
     }
 }

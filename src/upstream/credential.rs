@@ -3,7 +3,23 @@
 use base64::Engine;
 use reqwest::header::{HeaderName, HeaderValue};
 
-use crate::config::UpstreamSettings;
+/// The credential fields of one upstream, as configured (at most one kind set); built from
+/// the settings at start-up, so this layer does not read the configuration itself.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialSettings {
+    /// Personal access token, sent as Basic with an empty user.
+    pub pat: String,
+    /// Bearer token.
+    pub bearer: String,
+    /// Basic auth user.
+    pub basic_user: String,
+    /// Basic auth password.
+    pub basic_password: String,
+    /// A custom header, `Name: value`.
+    pub header: String,
+    /// A cookie header value.
+    pub cookie: String,
+}
 
 /// One credential, attached only to requests for the upstream's own hosts.
 #[derive(Clone, Default)]
@@ -26,7 +42,7 @@ impl std::fmt::Debug for Credential {
 
 impl Credential {
     /// From the settings of an upstream: at most one kind of credential.
-    pub fn from_settings(s: &UpstreamSettings) -> Result<Self, String> {
+    pub fn from_settings(s: &CredentialSettings) -> Result<Self, String> {
         let basic = |user: &str, password: &str| {
             let token =
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
@@ -34,12 +50,12 @@ impl Credential {
         };
         let mut found: Vec<(HeaderName, String)> = Vec::new();
         if !s.pat.is_empty() {
-            found.push((reqwest::header::AUTHORIZATION, basic("", s.pat.expose())));
+            found.push((reqwest::header::AUTHORIZATION, basic("", &s.pat)));
         }
         if !s.bearer.is_empty() {
             found.push((
                 reqwest::header::AUTHORIZATION,
-                format!("Bearer {}", s.bearer.expose()),
+                format!("Bearer {}", s.bearer),
             ));
         }
         if !s.basic_user.is_empty() || !s.basic_password.is_empty() {
@@ -48,13 +64,12 @@ impl Credential {
             }
             found.push((
                 reqwest::header::AUTHORIZATION,
-                basic(s.basic_user.expose(), s.basic_password.expose()),
+                basic(&s.basic_user, &s.basic_password),
             ));
         }
         if !s.header.is_empty() {
             let (name, value) = s
                 .header
-                .expose()
                 .split_once(':')
                 .ok_or("header must look like `Name: value`")?;
             let name = HeaderName::from_bytes(name.trim().as_bytes())
@@ -62,7 +77,7 @@ impl Credential {
             found.push((name, value.trim().to_owned()));
         }
         if !s.cookie.is_empty() {
-            found.push((reqwest::header::COOKIE, s.cookie.expose().to_owned()));
+            found.push((reqwest::header::COOKIE, s.cookie.clone()));
         }
         match found.len() {
             0 => Ok(Self::None),
@@ -92,12 +107,11 @@ impl Credential {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
 
     #[test]
     fn a_pat_is_basic_with_an_empty_user() {
-        let s = UpstreamSettings {
-            pat: Secret::new("abc"),
+        let s = CredentialSettings {
+            pat: "abc".into(),
             ..Default::default()
         };
         let Credential::Header(name, value) = Credential::from_settings(&s).expect("ok") else {
@@ -111,8 +125,8 @@ mod tests {
 
     #[test]
     fn custom_headers_and_cookies_work() {
-        let s = UpstreamSettings {
-            header: Secret::new("Private-Token: t0k"),
+        let s = CredentialSettings {
+            header: "Private-Token: t0k".into(),
             ..Default::default()
         };
         let Credential::Header(name, value) = Credential::from_settings(&s).expect("ok") else {
@@ -120,8 +134,8 @@ mod tests {
         };
         assert_eq!(name.as_str(), "private-token");
         assert_eq!(value.to_str().expect("ascii"), "t0k");
-        let s = UpstreamSettings {
-            header: Secret::new("no colon"),
+        let s = CredentialSettings {
+            header: "no colon".into(),
             ..Default::default()
         };
         assert!(Credential::from_settings(&s).is_err());

@@ -7,19 +7,16 @@
 //! - `webhook-timestamp`: unix seconds of this attempt (fresh on each retry);
 //! - `webhook-signature`: `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`; several
 //!   space-separated signatures may appear (secret rotation), and one valid is enough.
-//!
-//! Also here: [`backoff`], the retry delay shared by webhook delivery and background jobs.
 
 use std::fmt;
-use std::time::Duration;
 
-use axum::http::{HeaderName, HeaderValue};
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::general_purpose::STANDARD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use hmac::{Hmac, Mac};
 use rand::RngCore as _;
+use reqwest::header::{HeaderName, HeaderValue};
 use sha2::Sha256;
 use subtle::ConstantTimeEq as _;
 
@@ -170,7 +167,7 @@ pub fn headers(
     msg_id: &str,
     timestamp: i64,
     body: &[u8],
-) -> Result<[(HeaderName, HeaderValue); 3], axum::http::header::InvalidHeaderValue> {
+) -> Result<[(HeaderName, HeaderValue); 3], reqwest::header::InvalidHeaderValue> {
     let id = HeaderValue::from_str(msg_id)?;
     let signature = HeaderValue::from_str(&secret.sign(msg_id, timestamp, body))?;
     Ok([
@@ -178,26 +175,6 @@ pub fn headers(
         (WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp)),
         (WEBHOOK_SIGNATURE, signature),
     ])
-}
-
-/// The delay before retry number `attempt` (0 for the retry after the first failure):
-/// exponential, `base * 2^attempt` capped at `max`, with "equal jitter" — the delay lies in
-/// `[cap / 2, cap]`, placed by `jitter` (the caller's random fraction in `0..1`; values outside
-/// are clamped, NaN counts as 0). Half the delay is guaranteed, so retries keep backing off, and
-/// the other half is spread, so failures that happened together do not retry together.
-/// Never exceeds `max`; never overflows, whatever `attempt` is.
-pub fn backoff(attempt: u32, base: Duration, max: Duration, jitter: f64) -> Duration {
-    let cap = 2u32
-        .checked_pow(attempt)
-        .and_then(|factor| base.checked_mul(factor))
-        .map_or(max, |d| d.min(max));
-    let jitter = if jitter.is_nan() {
-        0.0
-    } else {
-        jitter.clamp(0.0, 1.0)
-    };
-    let half = cap / 2;
-    (half + (cap - half).mul_f64(jitter)).min(max)
 }
 
 #[cfg(test)]
@@ -400,58 +377,5 @@ mod tests {
         assert!(a.starts_with("msg_") && a.len() == 36);
         assert_ne!(a, new_message_id());
         assert!(headers(&vector_secret(), &a, 0, b"").is_ok());
-    }
-
-    #[test]
-    fn backoff_doubles_from_base_up_to_max() {
-        let base = Duration::from_secs(1);
-        let max = Duration::from_secs(60);
-        let full: Vec<u64> = (0..9)
-            .map(|n| backoff(n, base, max, 1.0).as_secs())
-            .collect();
-        assert_eq!(full, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
-        let least: Vec<u64> = (0..9)
-            .map(|n| backoff(n, base, max, 0.0).as_millis() as u64)
-            .collect();
-        assert_eq!(
-            least,
-            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
-        );
-    }
-
-    #[test]
-    fn backoff_jitter_spreads_within_the_upper_half() {
-        let base = Duration::from_millis(400);
-        let max = Duration::from_secs(3600);
-        assert_eq!(backoff(2, base, max, 0.5), Duration::from_millis(1200));
-        assert_eq!(backoff(2, base, max, 0.25), Duration::from_millis(1000));
-        for j in [0.0, 0.1, 0.5, 0.9, 0.999_999] {
-            let d = backoff(3, base, max, j);
-            assert!(
-                d >= Duration::from_millis(1600) && d <= Duration::from_millis(3200),
-                "{j}: {d:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn backoff_survives_extreme_inputs() {
-        let max = Duration::from_secs(300);
-        for attempt in [31, 32, 64, 1000, u32::MAX] {
-            assert!(backoff(attempt, Duration::from_secs(1), max, 1.0) <= max);
-            assert!(backoff(attempt, Duration::MAX, max, 1.0) <= max);
-        }
-        for j in [f64::NAN, -3.0, 7.0, f64::INFINITY, f64::NEG_INFINITY] {
-            let d = backoff(4, Duration::from_secs(1), max, j);
-            assert!(
-                d >= Duration::from_secs(8) && d <= Duration::from_secs(16),
-                "{j}"
-            );
-        }
-        assert_eq!(backoff(3, Duration::ZERO, max, 1.0), Duration::ZERO);
-        assert_eq!(
-            backoff(0, Duration::from_secs(10), Duration::ZERO, 1.0),
-            Duration::ZERO
-        );
     }
 }

@@ -25,7 +25,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub clock: ManualClock,
     pub dir: Arc<tempfile::TempDir>,
-    pub state: avatar_proxy::app::AppState,
+    pub state: avatar_proxy::http::AppState,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }

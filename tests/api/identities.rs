@@ -168,6 +168,27 @@ async fn the_identity_api_requires_a_service_key() {
 }
 
 #[tokio::test]
+async fn the_rewrite_limits_come_from_the_settings() {
+    let app = spawn_app(&[
+        ("AVATAR_REWRITE_MAX_RECORDS", "2".into()),
+        ("AVATAR_REWRITE_MAX_BYTES", "2048".into()),
+    ])
+    .await;
+    let three: Vec<Value> = (0..3).map(|i| json!({"id": i})).collect();
+    let r = rewrite(&app, json!({"identities": three})).await;
+    assert_eq!(r.status(), 413);
+    let two: Vec<Value> = (0..2).map(|i| json!({"id": i})).collect();
+    assert_eq!(
+        rewrite(&app, json!({"identities": two})).await.status(),
+        200
+    );
+    let big = json!({"identities": [{"id": "x".repeat(4096)}]});
+    assert_eq!(rewrite(&app, big).await.status(), 413);
+    let limits: Value = app.get("/v1/limits").await.json().await.expect("json");
+    assert_eq!(limits["max_identities_per_rewrite"], 2);
+}
+
+#[tokio::test]
 async fn bad_requests_get_clear_errors_not_500s() {
     let app = spawn_app(&[]).await;
     let url = format!("{}/v1/identities/rewrite", app.base);

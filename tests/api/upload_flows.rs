@@ -607,6 +607,77 @@ async fn a_queued_job_is_processed_after_a_restart() {
     );
 }
 
+/// Queue one upload with no worker running, then claim it as a runner that is about to die
+/// (`kill -9` mid-render): the job is left `processing` under that runner's 10 s lease.
+async fn a_job_left_by_a_dead_worker(
+    user: &str,
+    extra: &[(&'static str, String)],
+) -> (TestApp, String) {
+    use avatar_proxy::clock::Clock;
+    let mut env = jwt_env();
+    env.push(("AVATAR_JOB_WORKERS", "0".into()));
+    env.extend_from_slice(extra);
+    let app = spawn_app(&env).await;
+    let r = post_image(&app, &token(user, 600), jpeg([40, 160, 90], 100)).await;
+    let job: Value = r.json().await.expect("json");
+    let job_id = job["job_id"].as_str().expect("id").to_owned();
+    let now = app.clock.now_millis();
+    let claimed = app
+        .state
+        .repo
+        .claim_job(now, now + 10_000, "runner-killed-mid-render")
+        .await
+        .expect("claim")
+        .expect("the queued job");
+    assert_eq!(claimed.job_id.as_str(), job_id);
+    (app, job_id)
+}
+
+#[tokio::test]
+async fn a_job_whose_worker_was_killed_is_completed_by_the_restarted_service_within_15_seconds() {
+    use avatar_proxy::clock::Clock;
+    let (app, job_id) = a_job_left_by_a_dead_worker("crashed", &[]).await;
+    let clock = app.clock.clone();
+    let dir = app.stop().await;
+    let again = spawn_app_in(dir, &jwt_env(), clock.clone()).await;
+    let now = clock.now_millis();
+    assert_eq!(
+        again
+            .state
+            .repo
+            .claim_job(now, now + 1, "probe")
+            .await
+            .expect("claim"),
+        None,
+        "the dead worker's lease still holds the job"
+    );
+    clock.advance(Duration::from_secs(11));
+    let done = job_until_done(&again, "crashed", &job_id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["attempts"], 2);
+    let key = again.key_for("crashed");
+    assert_eq!(
+        again.get(&format!("/avatar/{key}")).await.headers()["x-avatar-source"],
+        "upload"
+    );
+}
+
+#[tokio::test]
+async fn a_job_reclaimed_after_its_last_attempt_fails_instead_of_running_for_ever() {
+    let cap = [("AVATAR_JOB_MAX_ATTEMPTS", "1".to_owned())];
+    let (app, job_id) = a_job_left_by_a_dead_worker("doomed", &cap).await;
+    let clock = app.clock.clone();
+    let dir = app.stop().await;
+    let mut env = jwt_env();
+    env.extend_from_slice(&cap);
+    let again = spawn_app_in(dir, &env, clock.clone()).await;
+    clock.advance(Duration::from_secs(11));
+    let done = job_until_done(&again, "doomed", &job_id).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["error"]["code"], "processing-failed");
+    assert_eq!(done["error"]["user_message"], "Try again later");
+}
+
 #[tokio::test]
 async fn deleting_the_upload_falls_back_to_the_upstream_avatar() {
     let upstream = FakeUpstream::start().await;

@@ -1,9 +1,9 @@
 //! `GET /v1/events`: the signed-in user's own events, over WebSocket, or Server-Sent Events when
 //! `Accept: text/event-stream`. The JWT may come as `access_token` (browsers cannot set headers
-//! on either).
+//! on either). Only the user's own channel is read; a connection that falls behind gets
+//! `{"type": "Lagged", "missed": n}` (SSE event `Lagged`) instead of silently skipping.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -16,13 +16,11 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::{SinkExt, Stream, StreamExt};
-use tokio::sync::broadcast::{self, error::RecvError};
+use serde_json::json;
 
-use crate::app::AppState;
 use crate::auth::User;
-use crate::error::ApiError;
-use crate::events::Event;
-use crate::keys::UserKey;
+use crate::events::{Delivery, Subscription};
+use crate::http::{ApiError, AppState};
 
 /// Routes of this module.
 pub fn router() -> Router<AppState> {
@@ -39,11 +37,11 @@ async fn events(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/event-stream"));
-    let receiver = state.notifier.subscribe();
+    let subscription = state.notifier.subscribe(&user.key);
     if wants_sse {
-        let stream = own_events(receiver, user.key).map(|event| {
-            Ok::<_, Infallible>(
-                SseEvent::default()
+        let stream = deliveries(subscription).map(|delivery| {
+            Ok::<_, Infallible>(match delivery {
+                Delivery::Event(event) => SseEvent::default()
                     .event(
                         serde_json::to_value(event.kind)
                             .ok()
@@ -52,14 +50,17 @@ async fn events(
                     )
                     .id(event.id.clone())
                     .data(serde_json::to_string(&*event).unwrap_or_default()),
-            )
+                Delivery::Lagged(missed) => {
+                    SseEvent::default().event("Lagged").data(lagged(missed))
+                }
+            })
         });
         return Sse::new(stream)
             .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
             .into_response();
     }
     match ws {
-        Ok(upgrade) => upgrade.on_upgrade(move |socket| forward(socket, receiver, user.key)),
+        Ok(upgrade) => upgrade.on_upgrade(move |socket| forward(socket, subscription)),
         Err(_) => ApiError::client(
             StatusCode::BAD_REQUEST,
             "upgrade-required",
@@ -69,30 +70,30 @@ async fn events(
     }
 }
 
-/// The events of one user, skipping over any a slow reader missed.
-fn own_events(
-    receiver: broadcast::Receiver<Arc<Event>>,
-    key: UserKey,
-) -> impl Stream<Item = Arc<Event>> {
-    futures::stream::unfold((receiver, key), |(mut receiver, key)| async move {
-        loop {
-            match receiver.recv().await {
-                Ok(event) if event.user_key == key => return Some((event, (receiver, key))),
-                Ok(_) | Err(RecvError::Lagged(_)) => continue,
-                Err(RecvError::Closed) => return None,
-            }
-        }
+/// One user's deliveries as a stream.
+fn deliveries(subscription: Subscription) -> impl Stream<Item = Delivery> {
+    futures::stream::unfold(subscription, |mut subscription| async move {
+        let next = subscription.next().await?;
+        Some((next, subscription))
     })
 }
 
-async fn forward(socket: WebSocket, receiver: broadcast::Receiver<Arc<Event>>, key: UserKey) {
+/// The message telling a connection it missed `missed` events.
+fn lagged(missed: u64) -> String {
+    json!({"type": "Lagged", "missed": missed}).to_string()
+}
+
+async fn forward(socket: WebSocket, subscription: Subscription) {
     let (mut sink, mut incoming) = socket.split();
-    let mut events = Box::pin(own_events(receiver, key));
+    let mut deliveries = Box::pin(deliveries(subscription));
     loop {
         tokio::select! {
-            event = events.next() => {
-                let Some(event) = event else { break };
-                let text = serde_json::to_string(&*event).unwrap_or_default();
+            delivery = deliveries.next() => {
+                let text = match delivery {
+                    None => break,
+                    Some(Delivery::Event(event)) => serde_json::to_string(&*event).unwrap_or_default(),
+                    Some(Delivery::Lagged(missed)) => lagged(missed),
+                };
                 if sink.send(Message::Text(text.into())).await.is_err() {
                     break;
                 }

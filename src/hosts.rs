@@ -1,5 +1,10 @@
-//! Host patterns of the allow-list.
+//! Host patterns of the allow-list: a plain value type at the bottom of the crate, so the
+//! settings deserialize into it and the upstream layer matches with it, without either
+//! importing the other.
 
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use url::{Host, Url};
 
 /// `host`, `host:port` or `*.domain` (subdomains only, not the apex).
@@ -8,6 +13,32 @@ pub struct HostPattern {
     host: String,
     wildcard: bool,
     port: Option<u16>,
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.wildcard {
+            f.write_str("*.")?;
+        }
+        f.write_str(&self.host)?;
+        match self.port {
+            Some(port) => write!(f, ":{port}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Serialize for HostPattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HostPattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
 }
 
 impl HostPattern {

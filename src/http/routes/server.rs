@@ -49,7 +49,7 @@ pub async fn serve_connections<S>(
 ) -> std::io::Result<()>
 where
     S: tower::Service<
-            axum::extract::Request<hyper::body::Incoming>,
+            axum::extract::Request,
             Response = axum::response::Response,
             Error = Infallible,
         > + Clone
@@ -81,7 +81,8 @@ where
             continue;
         };
         let service = service.clone();
-        let hyper_service = hyper::service::service_fn(move |mut request| {
+        let hyper_service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+            let mut request = request.map(axum::body::Body::new);
             request.extensions_mut().insert(ConnectInfo(peer));
             tower::ServiceExt::oneshot(service.clone(), request)
         });

@@ -12,12 +12,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::app::AppState;
 use crate::avatars::fallback;
 use crate::avatars::rendition::etag_matches;
 use crate::avatars::request::{negotiate, split_extension};
 use crate::avatars::{AvatarQuery, CacheStatus, Rendition, RenditionKey, SourceKind};
-use crate::error::ApiError;
+use crate::http::{ApiError, AppState};
 
 /// Routes of this module.
 pub fn router() -> Router<AppState> {
@@ -67,8 +66,8 @@ async fn avatar(
                     response
                 }
                 None => {
-                    tracing::error!(error = %e, "no image could be produced");
                     ApiError::unavailable("avatar-unavailable", "the avatar could not be produced")
+                        .caused_by(&e)
                         .into_response()
                 }
             }
@@ -88,28 +87,42 @@ fn respond(
     negotiated: bool,
     request: &HeaderMap,
 ) -> Response {
-    let not_modified = r.status == StatusCode::OK
+    let not_modified = r.found
         && request
             .get(header::IF_NONE_MATCH)
             .is_some_and(|v| etag_matches(v.as_bytes(), &r.etag));
     let mut response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        (r.status, r.bytes.clone()).into_response()
+        let status = if r.found {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        (status, r.bytes.clone()).into_response()
     };
     let h = response.headers_mut();
     if !not_modified {
-        h.insert(header::CONTENT_TYPE, r.content_type.clone());
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(r.content_type),
+        );
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.bytes.len()));
     }
-    h.insert(header::ETAG, r.etag.clone());
-    if let Some(lm) = &r.last_modified {
-        h.insert(header::LAST_MODIFIED, lm.clone());
+    if let Ok(etag) = HeaderValue::from_str(&r.etag) {
+        h.insert(header::ETAG, etag);
+    }
+    if let Some(lm) = r
+        .last_modified
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        h.insert(header::LAST_MODIFIED, lm);
     }
     let current = matches!((&query.version, &r.version), (Some(asked), Some(have)) if asked.as_str() == &**have);
     // A generated default stands in for an avatar that is missing or failing right now (issue 7):
     // browsers ask again soon, so the real one shows once the upstream recovers.
-    let cache_control = if r.status != StatusCode::OK || r.source == SourceKind::Default {
+    let cache_control = if !r.found || r.source == SourceKind::Default {
         SHORT
     } else if current {
         IMMUTABLE

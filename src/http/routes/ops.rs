@@ -7,7 +7,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::app::AppState;
+use crate::http::AppState;
 
 /// Routes of this module.
 pub fn router() -> Router<AppState> {
@@ -46,7 +46,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         let body = json!({
             "code": "not-ready",
             "message": format!("not ready: {} failing", failing.join(", ")),
-            "user_message": crate::error::TRY_LATER,
+            "user_message": crate::fault::TRY_LATER,
             "failing": failing,
         });
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
@@ -79,7 +79,7 @@ async fn limits(State(state): State<AppState>) -> Json<serde_json::Value> {
         "defaults": ["404", "identicon", "mp", "initials", "blank"],
         "max_upstream_image_bytes": s.images.max_image_bytes,
         "max_pixels": s.images.max_pixels,
-        "max_identities_per_rewrite": crate::routes::identities::MAX_RECORDS,
+        "max_identities_per_rewrite": s.server.rewrite_max_records,
         "uploads": {
             "max_bytes": s.uploads.max_bytes,
             "accepted_types": crate::uploads::ACCEPTED_TYPES,

@@ -14,10 +14,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::app::AppState;
 use crate::auth::User;
-use crate::error::{ApiError, ApiResult};
+use crate::http::AppState;
+use crate::http::{ApiError, ApiResult};
 use crate::imaging::Crop;
+use crate::repo::JobStatus;
 use crate::uploads::parse_crop;
 
 /// Routes of this module.
@@ -178,7 +179,7 @@ fn crop_from_query(query: Option<&str>) -> Result<Option<Crop>, ApiError> {
     if found.is_empty() {
         return Ok(None);
     }
-    parse_crop(&Value::Object(found)).map(Some)
+    Ok(parse_crop(&Value::Object(found)).map(Some)?)
 }
 
 async fn job_status(
@@ -186,16 +187,7 @@ async fn job_status(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let job = state
-        .repo
-        .job(&job_id)
-        .await?
-        .filter(|j| j.user_key == user.key)
-        .ok_or_else(|| ApiError::not_found("job"))?;
-    let parse = |s: &Option<String>| {
-        s.as_deref()
-            .and_then(|t| serde_json::from_str::<Value>(t).ok())
-    };
+    let job = state.uploads.job(&user, &job_id).await?;
     let mut body = json!({
         "job_id": job.job_id,
         "status": job.status.as_str(),
@@ -204,29 +196,17 @@ async fn job_status(
         "updated_at": crate::clock::rfc3339(job.updated_at),
     });
     match job.status {
-        crate::repo::JobStatus::Completed => {
-            body["result"] = parse(&job.result).unwrap_or(Value::Null)
-        }
-        crate::repo::JobStatus::Failed => body["error"] = parse(&job.error).unwrap_or(Value::Null),
+        JobStatus::Completed => body["result"] = json!(job.result),
+        JobStatus::Failed => body["error"] = json!(job.error),
         _ => {}
     }
     Ok(Json(body))
 }
 
 async fn delete_avatar(user: User, State(state): State<AppState>) -> ApiResult<StatusCode> {
-    let removed = state.repo.delete_avatar(&user.key).await?;
+    let removed = state.uploads.remove_avatar(&user).await;
+    // Whatever happened, the renditions cached for this user may be stale now.
     state.avatars.forget(&user.key);
-    match removed {
-        Some(record) => {
-            if let Err(e) = state
-                .store
-                .delete_prefix(&format!("avatar/{}/{}", user.key, record.version))
-                .await
-            {
-                tracing::warn!(error = %e, "could not delete removed variants");
-            }
-            Ok(StatusCode::NO_CONTENT)
-        }
-        None => Err(ApiError::not_found("uploaded avatar")),
-    }
+    removed?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -24,8 +24,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::app::AppState;
-use crate::error::ApiError;
+use super::error::{ApiError, log_errors};
+use super::state::AppState;
 
 /// The whole application router (without the outer middleware; see [`serve`]).
 pub fn router(state: AppState) -> Router {
@@ -40,7 +40,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         // No timer here: a memory hit must not pay for one. The resolver bounds its slow path.
         .merge(avatars::router())
-        .merge(identities::router().layer(timeout))
+        .merge(identities::router(state.settings.server.rewrite_max_bytes).layer(timeout))
         .merge(user_routes)
         // Streams outlive any request timeout.
         .merge(events::router())
@@ -59,6 +59,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let service = tower::ServiceBuilder::new()
         .map_response(|r: axum::http::Response<_>| r.map(axum::body::Body::new))
+        // Outside everything that can fail, panics included: each error response logged once.
+        .layer(axum::middleware::from_fn(log_errors))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("handler panicked", &"panic").into_response_owned()
         }))

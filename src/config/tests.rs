@@ -1,0 +1,177 @@
+//! The settings' tests: defaults, environment names, validation, redaction.
+
+use super::*;
+
+fn load(env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    Settings::load_from(
+        None,
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+}
+
+#[test]
+fn defaults_match_the_documented_values() {
+    let s = load(&[]).expect("defaults load");
+    assert_eq!(s.cache.dir, PathBuf::from("./avatar_cache"));
+    assert_eq!(s.cache.fresh_for(), Duration::from_secs(24 * 3600));
+    assert_eq!(s.cache.stale_for(), Duration::from_secs(7 * 24 * 3600));
+    assert_eq!(s.cache.max_size_mb, 500);
+    assert_eq!(s.cache.max_concurrent_downloads, 10);
+    assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(s.images.sizes, vec![32, 64, 128, 256, 512]);
+}
+
+#[test]
+fn the_original_variable_names_work_verbatim() {
+    let s = load(&[
+        ("AVATAR_CACHE_DIR", "/tmp/x"),
+        ("AVATAR_CACHE_TTL_HOURS", "2"),
+        ("AVATAR_CACHE_MAX_SIZE_MB", "7"),
+        ("AVATAR_CACHE_MAX_CONCURRENT_DOWNLOADS", "3"),
+    ])
+    .expect("loads");
+    assert_eq!(s.cache.dir, PathBuf::from("/tmp/x"));
+    assert_eq!(s.cache.fresh_for(), Duration::from_secs(7200));
+    assert_eq!(s.cache.max_size_mb, 7);
+    assert_eq!(s.cache.max_concurrent_downloads, 3);
+}
+
+#[test]
+fn human_durations_win_over_hours() {
+    let s = load(&[
+        ("AVATAR_CACHE_TTL_HOURS", "2"),
+        ("AVATAR_CACHE_TTL", "90s"),
+        ("AVATAR_CACHE_STALE", "1d"),
+    ])
+    .expect("loads");
+    assert_eq!(s.cache.fresh_for(), Duration::from_secs(90));
+    assert_eq!(s.cache.stale_for(), Duration::from_secs(86400));
+}
+
+#[test]
+fn upstreams_come_from_the_environment_alone() {
+    let s = load(&[
+        (
+            "AVATAR_UPSTREAM_AZURE_HOSTS",
+            "dev.azure.com, *.visualstudio.com",
+        ),
+        ("AVATAR_UPSTREAM_AZURE_PAT", "s3cr3t"),
+        ("AVATAR_UPSTREAM_MY_GITLAB_HOSTS", "gitlab.example.com:8443"),
+        ("AVATAR_UPSTREAM_MY_GITLAB_BASIC_USER", "bot"),
+        ("AVATAR_UPSTREAM_MY_GITLAB_BASIC_PASSWORD", "pw"),
+        ("AVATAR_UPSTREAM_MY_GITLAB_ALLOW_HTTP", "true"),
+    ])
+    .expect("loads");
+    let azure = &s.upstreams["azure"];
+    let hosts: Vec<String> = azure.hosts.iter().map(ToString::to_string).collect();
+    assert_eq!(hosts, vec!["dev.azure.com", "*.visualstudio.com"]);
+    assert_eq!(azure.pat.expose(), "s3cr3t");
+    let gitlab = &s.upstreams["my_gitlab"];
+    assert_eq!(gitlab.basic_user.expose(), "bot");
+    assert!(gitlab.allow_http);
+    assert!(!gitlab.allow_private);
+}
+
+#[test]
+fn errors_name_the_key_and_the_variable() {
+    let err = load(&[("AVATAR_CACHE_TTL_HOURS", "soon")]).expect_err("rejects");
+    assert!(err.to_string().contains("AVATAR_CACHE_TTL_HOURS"), "{err}");
+    let err = load(&[("AVATAR_CACHE_TTL", "forever")]).expect_err("rejects");
+    assert!(
+        err.to_string().contains("cache.ttl (AVATAR_CACHE_TTL)"),
+        "{err}"
+    );
+    let err = load(&[("AVATAR_SIZES", "32,4000")]).expect_err("rejects");
+    assert!(err.to_string().contains("AVATAR_SIZES"), "{err}");
+    let err = load(&[("AVATAR_UPSTREAM_X_TOKEN", "a")]).expect_err("rejects");
+    assert!(err.to_string().contains("AVATAR_UPSTREAM_X_TOKEN"), "{err}");
+    let err = load(&[("AVATAR_LISTEN", "localhost")]).expect_err("rejects");
+    assert!(err.to_string().contains("server.listen"), "{err}");
+}
+
+#[test]
+fn settings_arrive_typed_and_bad_values_name_their_key() {
+    let s = load(&[
+        ("AVATAR_DEFAULT_IMAGE", "Identicon"),
+        ("AVATAR_PUBLIC_BASE_URL", "https://avatars.example/"),
+        ("AVATAR_UPSTREAM_A_HOSTS", "*.example.com, b.example:8443"),
+    ])
+    .expect("loads");
+    assert_eq!(s.images.default_image, DefaultImage::Identicon);
+    assert_eq!(
+        s.server.public_base_url.as_ref().map(url::Url::as_str),
+        Some("https://avatars.example/")
+    );
+    let hosts: Vec<String> = s.upstreams["a"]
+        .hosts
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(hosts, ["*.example.com", "b.example:8443"]);
+    let err = load(&[("AVATAR_DEFAULT_IMAGE", "sparkles")]).expect_err("rejects");
+    assert!(err.to_string().contains("images.default_image"), "{err}");
+    let err = load(&[("AVATAR_UPSTREAM_A_HOSTS", "a.example/path")]).expect_err("rejects");
+    assert!(err.to_string().contains("upstreams.a.hosts"), "{err}");
+    let err = load(&[("AVATAR_PUBLIC_BASE_URL", "not a url")]).expect_err("rejects");
+    assert!(err.to_string().contains("server.public_base_url"), "{err}");
+}
+
+#[test]
+fn two_credentials_on_one_upstream_are_refused() {
+    let err = load(&[
+        ("AVATAR_UPSTREAM_A_HOSTS", "a.example"),
+        ("AVATAR_UPSTREAM_A_PAT", "x"),
+        ("AVATAR_UPSTREAM_A_BEARER", "y"),
+    ])
+    .expect_err("rejects");
+    assert!(err.to_string().contains("upstreams.a"), "{err}");
+}
+
+#[test]
+fn printed_configuration_redacts_every_secret() {
+    let s = load(&[
+        ("AVATAR_API_KEYS", "k1-very-secret,k2-very-secret"),
+        ("AVATAR_KEY_SECRET", "hmac-very-secret"),
+        ("AVATAR_UPSTREAM_A_HOSTS", "a.example"),
+        ("AVATAR_UPSTREAM_A_PAT", "pat-very-secret"),
+    ])
+    .expect("loads");
+    let text = s.redacted_toml();
+    assert!(!text.contains("very-secret"), "{text}");
+    assert!(text.contains("[redacted]"));
+    assert!(!format!("{s:?}").contains("very-secret"));
+}
+
+#[test]
+fn a_config_file_overrides_defaults_and_env_overrides_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[cache]\nttl_hours = 5\nmax_size_mb = 9\n").expect("write");
+    let s = Settings::load_from(
+        Some(&path),
+        [("AVATAR_CACHE_MAX_SIZE_MB".to_owned(), "11".to_owned())],
+    )
+    .expect("loads");
+    assert_eq!(s.cache.fresh_for(), Duration::from_secs(5 * 3600));
+    assert_eq!(s.cache.max_size_mb, 11);
+}
+
+#[test]
+fn decode_limits_default_to_the_documented_values_and_refuse_nonsense() {
+    let s = load(&[]).expect("defaults load");
+    assert_eq!(s.images.max_jpeg_scans, 64);
+    assert_eq!(s.images.max_decode_bytes, 256 * 1024 * 1024);
+    let s = load(&[
+        ("AVATAR_MAX_JPEG_SCANS", "200"),
+        ("AVATAR_MAX_DECODE_BYTES", "1048576"),
+    ])
+    .expect("loads");
+    assert_eq!(
+        (s.images.max_jpeg_scans, s.images.max_decode_bytes),
+        (200, 1 << 20)
+    );
+    let err = load(&[("AVATAR_MAX_JPEG_SCANS", "0")]).expect_err("rejects");
+    assert!(err.to_string().contains("AVATAR_MAX_JPEG_SCANS"), "{err}");
+    let err = load(&[("AVATAR_MAX_DECODE_BYTES", "1000")]).expect_err("rejects");
+    assert!(err.to_string().contains("AVATAR_MAX_DECODE_BYTES"), "{err}");
+}
