@@ -552,7 +552,11 @@ async fn a_job_is_retried_after_transient_store_failures() {
         inner: ObjectBlobStore::local(&dir.path().join("store")).expect("store"),
         failures_left: AtomicUsize::new(2),
     });
-    let app = spawn_app_with_store(dir, &jwt_env(), store).await;
+    // One worker: the test moves the clock past the job lease between polls, which other
+    // workers would (rightly) take for a dead runner.
+    let mut env = jwt_env();
+    env.push(("AVATAR_JOB_WORKERS", "1".into()));
+    let app = spawn_app_with_store(dir, &env, store).await;
     let r = post_image(
         &app,
         &token("flaky", 10 * 365 * 86400),
