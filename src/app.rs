@@ -17,10 +17,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::auth::minter::TokenMinter;
 use crate::avatars::{AvatarSettings, Avatars, DefaultChoice};
 use crate::cache::{DiskTier, Lifetimes};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{DefaultImage, Settings};
+use crate::config::{DefaultImage, DemoMode, Secret, Settings};
 use crate::events::Notifier;
 use crate::http::{App, AppState, Metrics};
 use crate::imaging::{self, DefaultStyle, ImagePool};
@@ -84,7 +85,7 @@ impl Application {
     }
 
     /// Build with replaced dependencies.
-    pub async fn build_with(settings: Settings, overrides: Overrides) -> anyhow::Result<Self> {
+    pub async fn build_with(mut settings: Settings, overrides: Overrides) -> anyhow::Result<Self> {
         // First: handles registered from here on (the cache tiers' counters) reach the exporter.
         let prometheus = crate::telemetry::prometheus();
         let secret = prepare_cache_dir(&settings)?;
@@ -119,7 +120,9 @@ impl Application {
             wake_jobs.clone(),
         );
         let runner = start_jobs(&settings, &core, &avatars, &notifier, wake_jobs)?;
+        let demo = demo_tokens(&mut settings)?;
         let state = AppState::new(App {
+            demo,
             jwt: crate::auth::verifier(&settings.auth)
                 .map_err(|e| anyhow::anyhow!("invalid configuration: auth: {e}"))?,
             api_key_digests: api_key_digests(&settings),
@@ -379,6 +382,43 @@ fn start_jobs(
         async move { sweep.run().await }
     });
     Ok(runner)
+}
+
+/// Demo mode (the page at `/demo/` and `POST /demo/token`) mints HS256 tokens, so it needs an
+/// HS256 secret: without any JWT configuration one is generated for this process and used to
+/// verify user tokens too. With a public key configured, `auto` turns demo mode off and `true`
+/// is a configuration error.
+fn demo_tokens(settings: &mut Settings) -> anyhow::Result<Option<TokenMinter>> {
+    if !settings.demo_enabled() {
+        return Ok(None);
+    }
+    let auth = &mut settings.auth;
+    let public_key =
+        !auth.jwt_public_key.trim().is_empty() || !auth.jwt_public_key_file.trim().is_empty();
+    if public_key {
+        if settings.demo.enabled == DemoMode::On {
+            anyhow::bail!(
+                "invalid configuration: demo.enabled (AVATAR_DEMO): demo tokens are HS256, but user \
+                 tokens are verified with a public key (AVATAR_JWT_PUBLIC_KEY[_FILE])"
+            );
+        }
+        tracing::info!("demo page off: user tokens are verified with a public key");
+        return Ok(None);
+    }
+    if auth.jwt_secret.is_empty() {
+        auth.jwt_secret = Secret::new(hex::encode(rand::random::<[u8; 32]>()));
+        tracing::warn!(
+            "demo mode without AVATAR_JWT_SECRET: user tokens are checked against a secret \
+             generated for this process"
+        );
+    }
+    tracing::info!("demo mode: profile page at /demo/, demo tokens at POST /demo/token");
+    Ok(Some(TokenMinter::new(
+        auth.jwt_secret.expose().as_bytes(),
+        settings.demo.token_ttl,
+        Some(auth.jwt_issuer.trim().to_owned()),
+        Some(auth.jwt_audience.trim().to_owned()),
+    )))
 }
 
 /// SHA-256 of each service API key (compared in constant time).

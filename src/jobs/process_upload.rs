@@ -18,7 +18,7 @@ use crate::avatars::Avatars;
 use crate::clock::{Clock, Millis};
 use crate::config::UploadSettings;
 use crate::events::{EventKind, Notifier};
-use crate::fault::{TRY_AGAIN, TRY_LATER};
+use crate::fault::TRY_LATER;
 use crate::imaging::{self, Crop, OutputFormat, Preferred};
 use crate::repo::{
     AvatarRecord, JobError, JobRecord, JobResult, JobStatus, Repo, RepoError, ReportedVariant,
@@ -207,9 +207,11 @@ impl ProcessUpload {
                 }
                 metrics::counter!("avatar_jobs_total", "outcome" => "retried").increment(1);
             }
+            // A processing fault, in the profile-image design's fault table: "Try again later"
+            // ("Try again" is for what the user can fix at once, like a crop, refused with 400).
             Settlement::Abort(reason) => {
                 return self
-                    .fail(job, ("invalid-image", reason, TRY_AGAIN), owner)
+                    .fail(job, ("invalid-image", reason, TRY_LATER), owner)
                     .await;
             }
             Settlement::GaveUp { attempts, reason } => {

@@ -6,6 +6,7 @@ mod helpers;
 
 mod caching;
 mod config_cli;
+mod demo_page;
 mod identities;
 mod ops;
 mod serving;
