@@ -37,6 +37,7 @@ async function userMessage(response) {
   return TRY_LATER;
 }
 function megabytes(bytes) {
+  if (bytes < 1024 * 1024) return Math.ceil(bytes / 1024) + " KB";
   return (bytes / (1024 * 1024)).toFixed(1).replace(/\.0$/, "") + " MB";
 }
 
@@ -110,7 +111,7 @@ function reconnect() {
 function onEvent(event) {
   const data = event.data || {};
   if (event.type === "ProfileImageUpdated") {
-    if (!state.saving) $("live").textContent = "A new picture is being processed…";
+    if (state.saving === null) $("live").textContent = "A new picture is being processed…";
   } else if (event.type === "ProfileImageCompleted") {
     const urls = data.urls || {};
     if (urls["128"]) $("avatar-128").src = urls["128"];
@@ -118,6 +119,7 @@ function onEvent(event) {
     $("live").textContent = "Live updates on. Picture updated.";
     settle(data.job_id, event);
   } else if (event.type === "ProfileImageFailed") {
+    $("live").textContent = "Live updates on.";
     settle(data.job_id, event);
   }
 }
