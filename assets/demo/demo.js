@@ -2,6 +2,7 @@
 // Save sends the crop → a progress state until ProfileImageCompleted arrives on the WebSocket →
 // the new 128 and 512 pictures replace the old ones (cache-busted with ?v=). Other tabs of the
 // same user listen to the same events and update too. Plain JavaScript, no build step.
+// Requests use paths relative to the page, so the service may sit under a path prefix.
 "use strict";
 
 const TRY_LATER = "Try again later";
@@ -11,7 +12,9 @@ const $ = (id) => document.getElementById(id);
 const state = {
   token: null, userId: null, eventsUrl: null, refresh: null,
   limits: { max_bytes: 5 * 1024 * 1024, accepted_types: ["image/jpeg", "image/png", "image/webp"] },
-  upload: null,      // Promise of the upload id of the chosen file (rejects with a message)
+  file: null,        // the chosen file
+  upload: null,      // Promise of its upload id (rejects with a message)
+  uploadFailed: false,
   image: null,       // {width, height} of the preview, in source pixels; null when not shown
   crop: null,        // {x, y, size} in source pixels
   saving: null,      // job id being waited for, or "" before the server answered
@@ -43,7 +46,7 @@ function megabytes(bytes) {
 
 // ---- signing in (demo tokens) -------------------------------------------------------------
 async function signIn(name) {
-  const response = await fetch("/demo/token", {
+  const response = await fetch("token", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify(name ? { name } : {}),
@@ -64,6 +67,12 @@ async function signIn(name) {
   if (changed) {
     showPictures(body.avatar_url);
     connect();
+  }
+  // Signed upload URLs point at the public base URL: from another origin they would be refused.
+  const base = new URL(body.avatar_url, location.href);
+  if (base.origin !== location.origin) {
+    say("Uploads go to " + base.origin + ": open this page at " + base.origin +
+      location.pathname + " for them to work.", "bad");
   }
 }
 
@@ -142,7 +151,7 @@ function settle(jobId, event) {
 }
 
 async function checkJob(jobId) {
-  const response = await fetch("/v1/jobs/" + encodeURIComponent(jobId), {
+  const response = await fetch("../v1/jobs/" + encodeURIComponent(jobId), {
     headers: { Authorization: "Bearer " + state.token },
   }).catch(() => null);
   if (!response || !response.ok) return;
@@ -186,16 +195,23 @@ async function onFileChosen() {
   const problem = await check(file);
   if (problem) { say(problem, "bad"); return; }
   // The original goes up at once, while the user crops.
-  state.upload = upload(file);
-  state.upload.catch(() => {}); // reported on Save, and in the status line below
+  state.file = file;
+  startUpload();
   showPreview(file);
+}
+
+function startUpload() {
+  state.uploadFailed = false;
+  state.upload = upload(state.file);
+  // Reported in the status line at once, and on Save, which tries the upload again.
+  state.upload.catch(() => { state.uploadFailed = true; });
 }
 
 async function upload(file) {
   const status = $("upload-status");
   status.textContent = "Uploading your picture…";
   try {
-    const grant = await fetch("/v1/uploads", {
+    const grant = await fetch("../v1/uploads", {
       method: "POST",
       headers: { "Content-Type": "application/json", Authorization: "Bearer " + state.token },
       body: JSON.stringify({ content_type: file.type, content_length: file.size }),
@@ -208,7 +224,7 @@ async function upload(file) {
     return g.upload_id;
   } catch (e) {
     const text = e instanceof TypeError ? TRY_LATER : e.message; // TypeError: network failure
-    status.textContent = "The upload failed.";
+    status.textContent = "The upload failed. " + text + ".";
     throw new Error(text);
   }
 }
@@ -218,7 +234,9 @@ function resetEditor() {
   $("upload-status").textContent = "";
   $("cropper").hidden = true;
   $("save").disabled = true;
+  state.file = null;
   state.upload = null;
+  state.uploadFailed = false;
   state.image = null;
   state.crop = null;
   const preview = $("preview");
@@ -344,11 +362,12 @@ async function save() {
   progress("Uploading…");
   state.saving = "";
   state.finished.clear();
+  if (state.uploadFailed) startUpload();
   try {
     const uploadId = await state.upload;
     progress("Saving…");
     const crop = state.crop && { x: state.crop.x, y: state.crop.y, width: state.crop.size, height: state.crop.size };
-    const response = await fetch("/v1/avatar", {
+    const response = await fetch("../v1/avatar", {
       method: "POST",
       headers: { "Content-Type": "application/json", Authorization: "Bearer " + state.token },
       body: JSON.stringify(crop ? { upload_id: uploadId, crop } : { upload_id: uploadId }),
@@ -377,7 +396,7 @@ async function start() {
     signIn($("name").value.trim()).then(() => say("")).catch((err) => say(err.message, "bad"));
   });
   try {
-    const response = await fetch("/v1/limits");
+    const response = await fetch("../v1/limits");
     if (response.ok) {
       const limits = await response.json();
       state.limits = limits.uploads;

@@ -441,3 +441,75 @@ async fn a_picture_that_cannot_be_processed_ends_in_try_again_later() {
     browser.screenshot("try-again-later").await;
     browser.close().await;
 }
+
+/// A blob store that is down: every write fails (reads and deletes never get that far).
+struct DownStore;
+
+#[async_trait::async_trait]
+impl avatar_proxy::store::BlobStore for DownStore {
+    async fn put(&self, _: &str, _: bytes::Bytes) -> Result<(), avatar_proxy::store::StoreError> {
+        Err(avatar_proxy::store::StoreError::Backend(
+            "injected outage".into(),
+        ))
+    }
+    async fn get(&self, _: &str) -> Result<bytes::Bytes, avatar_proxy::store::StoreError> {
+        Err(avatar_proxy::store::StoreError::NotFound)
+    }
+    async fn delete_prefix(&self, _: &str) -> Result<usize, avatar_proxy::store::StoreError> {
+        Ok(0)
+    }
+    async fn delete_older_than(
+        &self,
+        _: &str,
+        _: Duration,
+    ) -> Result<usize, avatar_proxy::store::StoreError> {
+        Ok(0)
+    }
+    async fn health(&self) -> Result<(), avatar_proxy::store::StoreError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_upload_the_service_cannot_store_ends_in_try_again_later_without_a_job() {
+    let Some(mut browser) = browser("failed-upload").await else {
+        return;
+    };
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("tempdir"));
+    let app = spawn_app_with_store(dir, &[], std::sync::Arc::new(DownStore)).await;
+    let files = tempfile::tempdir().expect("tempdir");
+    let picture = files.path().join("portrait.jpg");
+    std::fs::write(&picture, two_tone()).expect("written");
+
+    open_page(&mut browser, &app).await;
+    choose_file(&browser, &picture).await;
+    browser
+        .wait_until(
+            "document.getElementById('upload-status').textContent === \
+               'The upload failed. Try again later.' && !document.getElementById('save').disabled",
+            "the failed background upload",
+        )
+        .await;
+    browser
+        .client
+        .find(Locator::Id("save"))
+        .await
+        .expect("save")
+        .click()
+        .await
+        .expect("clicked");
+    browser
+        .wait_until(
+            "document.getElementById('message').textContent !== ''",
+            "a message",
+        )
+        .await;
+    assert_eq!(browser.text("message").await, "Try again later");
+    assert_eq!(
+        requests_to(&browser, "/v1/avatar").await,
+        0,
+        "no job was asked for"
+    );
+    browser.screenshot("upload-failed").await;
+    browser.close().await;
+}

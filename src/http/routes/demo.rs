@@ -25,7 +25,7 @@ const SCRIPT: &str = include_str!("../../../assets/demo/demo.js");
 /// Routes of this module (merged only when demo mode is on).
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/demo", get(|| async { Redirect::permanent("/demo/") }))
+        .route("/demo", get(|| async { Redirect::permanent("demo/") }))
         .route("/demo/", get(index))
         .route("/demo/demo.css", get(style))
         .route("/demo/demo.js", get(script))
