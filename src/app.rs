@@ -172,6 +172,9 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         tracing::info!(address = %self.local_addr(), base_url = %self.state.urls.base(), "avatar-proxy listening");
+        if self.state.demo.is_some() {
+            tracing::info!(url = %format!("{}/demo/", self.state.urls.base()), "profile page (demo mode)");
+        }
         let result = crate::http::routes::serve(self.listener, self.state.clone(), shutdown).await;
         // Jobs in progress finish (up to the drain timeout); nothing new is claimed.
         self.runner
@@ -412,7 +415,6 @@ fn demo_tokens(settings: &mut Settings) -> anyhow::Result<Option<TokenMinter>> {
              generated for this process"
         );
     }
-    tracing::info!("demo mode: profile page at /demo/, demo tokens at POST /demo/token");
     Ok(Some(TokenMinter::new(
         auth.jwt_secret.expose().as_bytes(),
         settings.demo.token_ttl,

@@ -10,7 +10,7 @@ const NAME_KEY = "avatar-proxy-demo-name";
 const $ = (id) => document.getElementById(id);
 
 const state = {
-  token: null, userId: null, eventsUrl: null, refresh: null,
+  token: null, userId: null, eventsUrl: null, avatarUrl: null, refresh: null,
   limits: { max_bytes: 5 * 1024 * 1024, accepted_types: ["image/jpeg", "image/png", "image/webp"] },
   file: null,        // the chosen file
   upload: null,      // Promise of its upload id (rejects with a message)
@@ -57,6 +57,7 @@ async function signIn(name) {
   state.token = body.access_token;
   state.userId = body.user_id;
   state.eventsUrl = body.events_url;
+  state.avatarUrl = body.avatar_url;
   localStorage.setItem(NAME_KEY, body.user_id.replace(/^demo-/, ""));
   $("user-id").textContent = body.user_id;
   $("name").value = body.user_id.replace(/^demo-/, "");
@@ -76,9 +77,10 @@ async function signIn(name) {
   }
 }
 
-function withSize(url, size) {
+function withSize(url, size, version) {
   const u = new URL(url, location.href);
   u.searchParams.set("s", String(size));
+  if (version) u.searchParams.set("v", version);
   return u.toString();
 }
 function showPictures(avatarUrl) {
@@ -122,11 +124,18 @@ function onEvent(event) {
   if (event.type === "ProfileImageUpdated") {
     if (state.saving === null) $("live").textContent = "A new picture is being processed…";
   } else if (event.type === "ProfileImageCompleted") {
+    // The event's URLs when the service makes these sizes (AVATAR_VARIANT_SIZES), else the
+    // avatar URL at that size and the new version (derived from the largest variant).
     const urls = data.urls || {};
-    if (urls["128"]) $("avatar-128").src = urls["128"];
-    if (urls["512"]) $("avatar-512").src = urls["512"];
+    for (const size of [128, 512]) {
+      const url = urls[String(size)] || (data.version && withSize(state.avatarUrl, size, data.version));
+      if (url) $("avatar-" + size).src = url;
+    }
     $("live").textContent = "Live updates on. Picture updated.";
     settle(data.job_id, event);
+  } else if (event.type === "Lagged") {
+    // Events were dropped for this connection: ask for the job we wait for directly.
+    if (state.saving) checkJob(state.saving);
   } else if (event.type === "ProfileImageFailed") {
     $("live").textContent = "Live updates on.";
     settle(data.job_id, event);
