@@ -71,10 +71,10 @@ async function signIn(name) {
   }
   // Signed upload URLs point at the public base URL: from another origin they would be refused.
   const base = new URL(body.avatar_url, location.href);
-  if (base.origin !== location.origin) {
-    say("Uploads go to " + base.origin + ": open this page at " + base.origin +
-      location.pathname + " for them to work.", "bad");
-  }
+  const note = $("origin-note");
+  note.hidden = base.origin === location.origin;
+  note.textContent = note.hidden ? "" : "Uploads go to " + base.origin + ": open this page at " +
+    base.origin + location.pathname + " for them to work.";
 }
 
 function withSize(url, size, version) {

@@ -513,3 +513,29 @@ async fn an_upload_the_service_cannot_store_ends_in_try_again_later_without_a_jo
     browser.screenshot("upload-failed").await;
     browser.close().await;
 }
+
+#[tokio::test]
+async fn opened_away_from_the_public_base_url_the_page_says_where_uploads_go() {
+    let Some(mut browser) = browser("other-origin").await else {
+        return;
+    };
+    let app = spawn_app(&[]).await;
+    let elsewhere = app.base.replace("127.0.0.1", "localhost");
+    browser
+        .client
+        .goto(&format!("{elsewhere}/demo/"))
+        .await
+        .expect("page loads");
+    browser
+        .wait_until("!document.getElementById('origin-note').hidden", "the note")
+        .await;
+    assert_eq!(
+        browser.text("origin-note").await,
+        format!(
+            "Uploads go to {base}: open this page at {base}/demo/ for them to work.",
+            base = app.base
+        )
+    );
+    browser.screenshot("origin-note").await;
+    browser.close().await;
+}
