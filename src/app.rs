@@ -17,10 +17,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::auth::minter::TokenMinter;
 use crate::avatars::{AvatarSettings, Avatars, DefaultChoice};
 use crate::cache::{DiskTier, Lifetimes};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{DefaultImage, Settings};
+use crate::config::{DefaultImage, DemoMode, Secret, Settings};
 use crate::events::Notifier;
 use crate::http::{App, AppState, Metrics};
 use crate::identities::Identities;
@@ -89,7 +90,7 @@ impl Application {
     }
 
     /// Build with replaced dependencies.
-    pub async fn build_with(settings: Settings, overrides: Overrides) -> anyhow::Result<Self> {
+    pub async fn build_with(mut settings: Settings, overrides: Overrides) -> anyhow::Result<Self> {
         // First: handles registered from here on (the cache tiers' counters) reach the exporter.
         let prometheus = crate::telemetry::prometheus();
         let secret = prepare_cache_dir(&settings)?;
@@ -124,6 +125,7 @@ impl Application {
             wake_jobs.clone(),
         );
         let runner = start_jobs(&settings, &core, &avatars, &notifier, wake_jobs)?;
+        let demo = demo_tokens(&mut settings)?;
         let identities = Identities {
             avatars: avatars.clone(),
             keys: keys.clone(),
@@ -133,6 +135,7 @@ impl Application {
             prefetch_concurrency: settings.cache.max_concurrent_downloads,
         };
         let state = AppState::new(App {
+            demo,
             jwt: crate::auth::verifier(&settings.auth)
                 .map_err(|e| anyhow::anyhow!("invalid configuration: auth: {e}"))?,
             api_key_digests: api_key_digests(&settings),
@@ -183,6 +186,9 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         tracing::info!(address = %self.local_addr(), base_url = %self.state.urls.base(), "avatar-proxy listening");
+        if self.state.demo.is_some() {
+            tracing::info!(url = %format!("{}/demo/", self.state.urls.base()), "profile page (demo mode)");
+        }
         // One signal stops both at once: the HTTP connections get their shutdown timeout, the
         // jobs in progress their drain timeout (nothing new is claimed), side by side.
         let stop = tokio_util::sync::CancellationToken::new();
@@ -438,6 +444,42 @@ fn start_jobs(
         async move { purge.run().await }
     });
     Ok(runner)
+}
+
+/// Demo mode (the page at `/demo/` and `POST /demo/token`) mints HS256 tokens, so it needs an
+/// HS256 secret: without any JWT configuration one is generated for this process and used to
+/// verify user tokens too. With a public key configured, `auto` turns demo mode off and `true`
+/// is a configuration error.
+fn demo_tokens(settings: &mut Settings) -> anyhow::Result<Option<TokenMinter>> {
+    if !settings.demo_enabled() {
+        return Ok(None);
+    }
+    let auth = &mut settings.auth;
+    let public_key =
+        !auth.jwt_public_key.trim().is_empty() || !auth.jwt_public_key_file.trim().is_empty();
+    if public_key {
+        if settings.demo.enabled == DemoMode::On {
+            anyhow::bail!(
+                "invalid configuration: demo.enabled (AVATAR_DEMO): demo tokens are HS256, but user \
+                 tokens are verified with a public key (AVATAR_JWT_PUBLIC_KEY[_FILE])"
+            );
+        }
+        tracing::info!("demo page off: user tokens are verified with a public key");
+        return Ok(None);
+    }
+    if auth.jwt_secret.is_empty() {
+        auth.jwt_secret = Secret::new(hex::encode(rand::random::<[u8; 32]>()));
+        tracing::warn!(
+            "demo mode without AVATAR_JWT_SECRET: user tokens are checked against a secret \
+             generated for this process"
+        );
+    }
+    Ok(Some(TokenMinter::new(
+        auth.jwt_secret.expose().as_bytes(),
+        settings.demo.token_ttl,
+        Some(auth.jwt_issuer.trim().to_owned()),
+        Some(auth.jwt_audience.trim().to_owned()),
+    )))
 }
 
 /// SHA-256 of each service API key (compared in constant time).

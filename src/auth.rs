@@ -1,8 +1,10 @@
 //! User authentication: a JWT whose `sub` is the user id, verified with the configured key and
 //! algorithm (pinned), turned into the user's public key. The HTTP extractor that reads the
-//! token from a request lives at the edge (`http::extract`).
+//! token from a request lives at the edge (`http::extract`). In demo mode only, [`minter`] issues
+//! short-lived tokens for demo users.
 
 pub mod jwt;
+pub mod minter;
 
 use crate::config::AuthSettings;
 use crate::keys::UserKey;

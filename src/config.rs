@@ -115,6 +115,8 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     /// Live events (WebSocket/SSE).
     pub events: EventSettings,
+    /// The profile page at `/demo/` and its demo tokens.
+    pub demo: DemoSettings,
     /// Named upstreams, each with its hosts and one credential.
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamSettings>,
@@ -425,6 +427,67 @@ pub struct EventSettings {
     pub buffer: usize,
 }
 
+/// `[demo]`: the profile page at `/demo/` and `POST /demo/token`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoSettings {
+    /// `auto` (on when listening on loopback), `true` or `false` (`AVATAR_DEMO`).
+    pub enabled: DemoMode,
+    /// Lifetime of a demo token (`AVATAR_DEMO_TOKEN_TTL`).
+    #[serde(with = "human_duration")]
+    pub token_ttl: Duration,
+}
+
+/// Whether the demo page is served (`AVATAR_DEMO`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoMode {
+    /// Unset: on when the listener is a loopback address, off otherwise.
+    Auto,
+    /// `true`: on whatever the listener.
+    On,
+    /// `false`: off.
+    Off,
+}
+
+impl DemoMode {
+    /// `auto` (or empty), or a boolean word (`true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`).
+    pub fn parse(raw: &str) -> Option<Self> {
+        Some(match raw.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Self::Auto,
+            "1" | "true" | "yes" | "on" => Self::On,
+            "0" | "false" | "no" | "off" => Self::Off,
+            _ => return None,
+        })
+    }
+}
+
+impl Serialize for DemoMode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            Self::Auto => "auto",
+            Self::On => "true",
+            Self::Off => "false",
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for DemoMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(Self::On),
+            Raw::Bool(false) => Ok(Self::Off),
+            Raw::Text(t) => Self::parse(&t)
+                .ok_or_else(|| serde::de::Error::custom("expected auto, true or false")),
+        }
+    }
+}
+
 /// `[upstreams.NAME]`: one upstream identity provider.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -647,6 +710,11 @@ impl Settings {
         if self.events.buffer == 0 {
             return Err(invalid(key("events.buffer"), "must be at least 1"));
         }
+        if self.demo.token_ttl < Duration::from_secs(60)
+            || self.demo.token_ttl > Duration::from_secs(24 * 3600)
+        {
+            return Err(invalid(key("demo.token_ttl"), "must be between 1m and 24h"));
+        }
         if self.jobs.max_attempts == 0 {
             return Err(invalid(key("jobs.max_attempts"), "must be at least 1"));
         }
@@ -683,6 +751,17 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// Whether the profile page and demo tokens are on: `AVATAR_DEMO`, or when it is `auto`,
+    /// whether the listener is a loopback address (a page that mints tokens is for a developer's
+    /// own machine, not for a network).
+    pub fn demo_enabled(&self) -> bool {
+        match self.demo.enabled {
+            DemoMode::On => true,
+            DemoMode::Off => false,
+            DemoMode::Auto => self.server.listen.ip().is_loopback(),
+        }
     }
 
     /// Sizes in ascending order without duplicates.

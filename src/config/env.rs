@@ -141,6 +141,8 @@ pub(super) const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("AVATAR_JOB_RETRY_MAX", "jobs.retry_max", Kind::Str),
     ("AVATAR_JOB_RETENTION", "jobs.retention", Kind::Str),
     ("AVATAR_EVENTS_BUFFER", "events.buffer", Kind::Int),
+    ("AVATAR_DEMO", "demo.enabled", Kind::Str),
+    ("AVATAR_DEMO_TOKEN_TTL", "demo.token_ttl", Kind::Str),
     ("AVATAR_STORE", "store.url", Kind::Str),
     (
         "AVATAR_REWRITE_MAX_RECORDS",

@@ -175,3 +175,28 @@ fn decode_limits_default_to_the_documented_values_and_refuse_nonsense() {
     let err = load(&[("AVATAR_MAX_DECODE_BYTES", "1000")]).expect_err("rejects");
     assert!(err.to_string().contains("AVATAR_MAX_DECODE_BYTES"), "{err}");
 }
+
+#[test]
+fn the_demo_page_is_on_by_default_on_loopback_only() {
+    assert!(load(&[]).expect("loads").demo_enabled());
+    let public = load(&[("AVATAR_LISTEN", "0.0.0.0:8080")]).expect("loads");
+    assert_eq!(public.demo.enabled, DemoMode::Auto);
+    assert!(!public.demo_enabled());
+    let forced =
+        load(&[("AVATAR_LISTEN", "0.0.0.0:8080"), ("AVATAR_DEMO", "true")]).expect("loads");
+    assert!(forced.demo_enabled());
+    let off = load(&[("AVATAR_DEMO", "false")]).expect("loads");
+    assert!(!off.demo_enabled());
+    assert!(
+        load(&[("AVATAR_LISTEN", "[::1]:0")])
+            .expect("loads")
+            .demo_enabled()
+    );
+    let err = load(&[("AVATAR_DEMO", "sometimes")]).expect_err("rejects");
+    assert!(
+        err.to_string().contains("demo.enabled (AVATAR_DEMO)"),
+        "{err}"
+    );
+    let err = load(&[("AVATAR_DEMO_TOKEN_TTL", "2s")]).expect_err("rejects");
+    assert!(err.to_string().contains("AVATAR_DEMO_TOKEN_TTL"), "{err}");
+}

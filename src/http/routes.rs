@@ -7,8 +7,10 @@
 //! | `POST /v1/uploads`, `PUT /v1/uploads/{id}`, `POST/DELETE /v1/avatar`, `GET /v1/jobs/{id}` | users, JWT | [`uploads`] |
 //! | `GET /v1/events` (WebSocket / SSE) | users, JWT | [`events`] |
 //! | `GET /healthz`, `/readyz`, `/metrics`, `/v1/limits` | operators, clients | [`ops`] |
+//! | `GET /demo/`, `POST /demo/token` (demo mode only) | people trying the service | [`demo`] |
 
 pub mod avatars;
+pub mod demo;
 pub mod events;
 pub mod identities;
 pub mod ops;
@@ -37,9 +39,16 @@ pub fn router(state: AppState) -> Router {
     let user_routes = uploads::router(max_upload)
         .layer(cors(&state.settings.uploads.cors_origins))
         .layer(timeout);
+    // The page and its token minting exist only in demo mode; otherwise `/demo/…` is a 404.
+    let demo = if state.demo.is_some() {
+        demo::router().layer(timeout)
+    } else {
+        Router::new()
+    };
     Router::new()
         // No timer here: a memory hit must not pay for one. The resolver bounds its slow path.
         .merge(avatars::router())
+        .merge(demo)
         .merge(identities::router(state.settings.server.rewrite_max_bytes).layer(timeout))
         .merge(user_routes)
         // Streams outlive any request timeout.

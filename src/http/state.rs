@@ -61,6 +61,8 @@ pub struct App {
     pub notifier: crate::events::Notifier,
     /// Durable blobs (uploaded variants, originals waiting).
     pub store: Arc<dyn BlobStore>,
+    /// Demo tokens; `Some` exactly when demo mode is on (the `/demo/` routes exist only then).
+    pub demo: Option<crate::auth::minter::TokenMinter>,
 }
 
 /// Pre-registered metric handles.

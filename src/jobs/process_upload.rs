@@ -18,7 +18,7 @@ use crate::avatars::Avatars;
 use crate::clock::{Clock, Millis};
 use crate::config::UploadSettings;
 use crate::events::{EventKind, Notifier};
-use crate::fault::{TRY_AGAIN, TRY_LATER};
+use crate::fault::TRY_LATER;
 use crate::imaging::{self, Crop, OutputFormat, Preferred};
 use crate::repo::{
     AvatarRecord, JobError, JobRecord, JobResult, JobStatus, Repo, RepoError, ReportedVariant,
@@ -215,6 +215,8 @@ impl ProcessUpload {
                 }
                 metrics::counter!("avatar_jobs_total", "outcome" => "retried").increment(1);
             }
+            // A processing fault, in the profile-image design's fault table: "Try again later"
+            // ("Try again" is for what the user can fix at once, like a crop, refused with 400).
             Settlement::Abort(reason) => {
                 // `run` put the error code in front of the message.
                 let (code, message) = match reason.split_once(CODE_END) {
@@ -222,7 +224,7 @@ impl ProcessUpload {
                     Some((_, m)) => ("invalid-image", m.to_owned()),
                     None => ("invalid-image", reason),
                 };
-                return self.fail(job, (code, message, TRY_AGAIN), owner).await;
+                return self.fail(job, (code, message, TRY_LATER), owner).await;
             }
             Settlement::GaveUp { attempts, reason } => {
                 let message = format!("gave up after {attempts} attempts: {reason}");

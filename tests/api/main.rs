@@ -7,6 +7,7 @@ mod helpers;
 mod caching;
 mod config_cli;
 mod connections;
+mod demo_page;
 mod identities;
 mod image_content;
 mod ops;
