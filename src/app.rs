@@ -16,12 +16,15 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::avatars::{AvatarSettings, Avatars, DefaultChoice};
 use crate::cache::{DiskTier, Lifetimes};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{DefaultImage, Settings};
 use crate::events::Notifier;
+use crate::http::limits::EdgeLimits;
+use crate::http::streams::StreamSlots;
 use crate::http::{App, AppState, Metrics};
 use crate::identities::Identities;
 use crate::imaging::{self, DefaultStyle, ImagePool};
@@ -38,6 +41,9 @@ use crate::upstream::{
 use crate::urls::PublicUrls;
 use crate::webhooks::Deliverer;
 use backends::Backends;
+
+/// How often clients whose rate allowance is full again are forgotten.
+const LIMITER_UPKEEP: Duration = Duration::from_secs(60);
 
 /// How often idle job workers look for due jobs (they are also woken when one is queued).
 const JOB_POLL: Duration = Duration::from_millis(250);
@@ -123,7 +129,13 @@ impl Application {
             core.urls.clone(),
             wake_jobs.clone(),
         );
-        let runner = start_jobs(&settings, &core, &avatars, &notifier, wake_jobs)?;
+        let mut runner = start_jobs(&settings, &core, &avatars, &notifier, wake_jobs)?;
+        let limits = Arc::new(EdgeLimits::new(&settings.rate_limits));
+        let upkeep = limits.clone();
+        runner.every("forget-idle-clients", LIMITER_UPKEEP, move || {
+            upkeep.forget_idle();
+            std::future::ready(())
+        });
         let identities = Identities {
             avatars: avatars.clone(),
             keys: keys.clone(),
@@ -146,6 +158,9 @@ impl Application {
             keys,
             avatars,
             store: core.store,
+            limits,
+            streams: StreamSlots::new(settings.events.max_streams_per_user),
+            shutdown: CancellationToken::new(),
             repo: core.repo,
             clock: core.clock,
             urls: core.urls,
@@ -185,7 +200,8 @@ impl Application {
         tracing::info!(address = %self.local_addr(), base_url = %self.state.urls.base(), "avatar-proxy listening");
         // One signal stops both at once: the HTTP connections get their shutdown timeout, the
         // jobs in progress their drain timeout (nothing new is claimed), side by side.
-        let stop = tokio_util::sync::CancellationToken::new();
+        // The state's token: event streams close on it too.
+        let stop = self.state.shutdown.clone();
         let signalled = stop.clone();
         let http_shutdown = async move {
             shutdown.await;

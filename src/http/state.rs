@@ -61,6 +61,12 @@ pub struct App {
     pub notifier: crate::events::Notifier,
     /// Durable blobs (uploaded variants, originals waiting).
     pub store: Arc<dyn BlobStore>,
+    /// Per-client rate limits of `/avatar` work and the JSON API.
+    pub limits: Arc<super::limits::EdgeLimits>,
+    /// Open event streams per user.
+    pub streams: super::streams::StreamSlots,
+    /// Cancelled when the service starts shutting down: event streams close on it.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Pre-registered metric handles.
