@@ -98,8 +98,24 @@ async fn a_user_beyond_the_stream_cap_gets_429_and_a_closed_stream_frees_its_slo
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(sse(&app, &ada).await.status(), 200);
+    let reopened = sse(&app, &ada).await;
+    assert_eq!(reopened.status(), 200);
+
+    // An SSE client that goes away frees its slot too (seen at the next keep-alive at the latest).
     drop(open_sse);
+    drop(reopened);
+    tokio::time::pause();
+    for _ in 0..120 {
+        if app.state.streams.open_for(&key) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        app.state.streams.open_for(&key),
+        0,
+        "a gone SSE client kept its slot"
+    );
 }
 
 #[tokio::test]

@@ -59,9 +59,7 @@ async fn events(
     let end = stream_end(&state, &user);
     let subscription = state.notifier.subscribe(&user.key);
     if wants_sse {
-        // The slot lives as long as the stream; the stream ends at expiry or shutdown.
-        let stream = deliveries(subscription).map(move |delivery| {
-            let _held = &slot;
+        let stream = deliveries(subscription).map(|delivery| {
             Ok::<_, Infallible>(match delivery {
                 Delivery::Event(event) => SseEvent::default()
                     .event(
@@ -77,7 +75,11 @@ async fn events(
                 }
             })
         });
-        let stream = stream.take_until(async move { end.reached().await });
+        // The stream holds its slot until it is dropped, and ends at expiry or shutdown.
+        let stream = stream.take_until(async move {
+            let _slot = slot;
+            end.reached().await
+        });
         return Sse::new(stream)
             .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
             .into_response();
