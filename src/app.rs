@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::minter::TokenMinter;
 use crate::avatars::{AvatarSettings, Avatars, DefaultChoice};
@@ -23,6 +24,8 @@ use crate::cache::{DiskTier, Lifetimes};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{DefaultImage, DemoMode, Secret, Settings};
 use crate::events::Notifier;
+use crate::http::limits::EdgeLimits;
+use crate::http::streams::StreamSlots;
 use crate::http::{App, AppState, Metrics};
 use crate::identities::Identities;
 use crate::imaging::{self, DefaultStyle, ImagePool};
@@ -39,6 +42,9 @@ use crate::upstream::{
 use crate::urls::PublicUrls;
 use crate::webhooks::Deliverer;
 use backends::Backends;
+
+/// How often clients whose rate allowance is full again are forgotten.
+const LIMITER_UPKEEP: Duration = Duration::from_secs(60);
 
 /// How often idle job workers look for due jobs (they are also woken when one is queued).
 const JOB_POLL: Duration = Duration::from_millis(250);
@@ -124,7 +130,13 @@ impl Application {
             core.urls.clone(),
             wake_jobs.clone(),
         );
-        let runner = start_jobs(&settings, &core, &avatars, &notifier, wake_jobs)?;
+        let mut runner = start_jobs(&settings, &core, &avatars, &notifier, wake_jobs)?;
+        let limits = Arc::new(EdgeLimits::new(&settings.rate_limits));
+        let upkeep = limits.clone();
+        runner.every("forget-idle-clients", LIMITER_UPKEEP, move || {
+            upkeep.forget_idle();
+            std::future::ready(())
+        });
         let demo = demo_tokens(&mut settings)?;
         let identities = Identities {
             avatars: avatars.clone(),
@@ -149,6 +161,9 @@ impl Application {
             keys,
             avatars,
             store: core.store,
+            limits,
+            streams: StreamSlots::new(settings.events.max_streams_per_user),
+            shutdown: CancellationToken::new(),
             repo: core.repo,
             clock: core.clock,
             urls: core.urls,
@@ -191,7 +206,8 @@ impl Application {
         }
         // One signal stops both at once: the HTTP connections get their shutdown timeout, the
         // jobs in progress their drain timeout (nothing new is claimed), side by side.
-        let stop = tokio_util::sync::CancellationToken::new();
+        // The state's token: event streams close on it too.
+        let stop = self.state.shutdown.clone();
         let signalled = stop.clone();
         let http_shutdown = async move {
             shutdown.await;

@@ -16,6 +16,8 @@ pub struct User {
     pub id: String,
     /// Its public key (same HMAC as the identity API, so uploads override upstream avatars).
     pub key: UserKey,
+    /// When the token that authenticated this request expires (`exp`), unix seconds.
+    pub expires_at: i64,
 }
 
 /// Build the verifier from settings: `None` when user authentication is not configured.

@@ -117,6 +117,8 @@ pub struct Settings {
     pub events: EventSettings,
     /// The profile page at `/demo/` and its demo tokens.
     pub demo: DemoSettings,
+    /// Per-client rate limits of the expensive paths.
+    pub rate_limits: RateLimitSettings,
     /// Named upstreams, each with its hosts and one credential.
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamSettings>,
@@ -425,6 +427,32 @@ pub struct EventSettings {
     /// Events kept for one user's slow connection before it is told it lagged
     /// (`AVATAR_EVENTS_BUFFER`).
     pub buffer: usize,
+    /// Largest WebSocket message or frame a client may send, in bytes; past it the stream is
+    /// closed (`AVATAR_EVENTS_MAX_MESSAGE_BYTES`). Clients never need to send data.
+    pub max_message_bytes: usize,
+    /// Event streams (WebSocket and SSE together) one user may hold open; past it `429`
+    /// (`AVATAR_EVENTS_MAX_STREAMS_PER_USER`).
+    pub max_streams_per_user: usize,
+}
+
+/// `[rate_limits]`: per-client limits (by IP address, IPv6 by /64) of the paths where a request
+/// costs real work. A rate of 0 turns that limit off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// `/avatar` requests that render or fetch (memory hits never count), sustained per minute
+    /// (`AVATAR_RATE_LIMIT_AVATAR_PER_MINUTE`).
+    pub avatar_per_minute: u32,
+    /// Such requests a client may make at once (`AVATAR_RATE_LIMIT_AVATAR_BURST`).
+    pub avatar_burst: u32,
+    /// JSON API requests (identities, uploads, jobs), sustained per minute
+    /// (`AVATAR_RATE_LIMIT_API_PER_MINUTE`).
+    pub api_per_minute: u32,
+    /// JSON API requests a client may make at once (`AVATAR_RATE_LIMIT_API_BURST`).
+    pub api_burst: u32,
+    /// Clients tracked per limit before idle ones are forgotten
+    /// (`AVATAR_RATE_LIMIT_MAX_CLIENTS`).
+    pub max_clients: usize,
 }
 
 /// `[demo]`: the profile page at `/demo/` and `POST /demo/token`.

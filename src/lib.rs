@@ -11,7 +11,8 @@
 //! - [`app`]: start-up assembly: open the backends the settings name ([`app::backends`]), build
 //!   the services, bind the listener, start the job runner, serve, drain at shutdown.
 //! - [`http`]: the HTTP edge: state, extractors (JWT user, service caller), [`http::ApiError`]
-//!   with a `From` per service error (logged once by a layer), one route file per resource.
+//!   with a `From` per service error (logged once by a layer), JSON shape for every error,
+//!   per-client rate limits, bounded event streams, one route file per resource.
 //! - Services: [`avatars`] (the resolver: upload → upstream → generated default, never a broken
 //!   image), [`identities`] (the registry: rewrite, register), [`uploads`] (signed URLs,
 //!   direct uploads), [`jobs`] (one runner, named jobs),

@@ -196,22 +196,30 @@ impl Avatars {
         self.0.fetcher.upstreams()
     }
 
+    /// The hot path: the memory tier's answer (fresh, or stale with a refresh started in the
+    /// background), with no I/O. `None` means answering takes work ([`Self::serve`]).
+    pub fn memory_hit(&self, key: &RenditionKey) -> Option<(Arc<Rendition>, CacheStatus)> {
+        let hit = self.0.memory.get(key)?;
+        let now = self.0.clock.now_millis();
+        if now < hit.fresh_until {
+            return Some((hit, CacheStatus::HitMemory));
+        }
+        if now < hit.stale_until {
+            if let Some(source_key) = &hit.source_key {
+                self.refresh_in_background(source_key.clone());
+            }
+            return Some((hit, CacheStatus::Stale));
+        }
+        None
+    }
+
     /// Serve a request. The hot path is the first lines: one memory lookup, no I/O.
     pub async fn serve(
         &self,
         key: RenditionKey,
     ) -> Result<(Arc<Rendition>, CacheStatus), Arc<ResolveError>> {
-        if let Some(hit) = self.0.memory.get(&key) {
-            let now = self.0.clock.now_millis();
-            if now < hit.fresh_until {
-                return Ok((hit, CacheStatus::HitMemory));
-            }
-            if now < hit.stale_until {
-                if let Some(source_key) = &hit.source_key {
-                    self.refresh_in_background(source_key.clone());
-                }
-                return Ok((hit, CacheStatus::Stale));
-            }
+        if let Some(hit) = self.memory_hit(&key) {
+            return Ok(hit);
         }
         let this = self.clone();
         let flight_key = key.clone();

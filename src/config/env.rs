@@ -143,6 +143,41 @@ pub(super) const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("AVATAR_EVENTS_BUFFER", "events.buffer", Kind::Int),
     ("AVATAR_DEMO", "demo.enabled", Kind::Str),
     ("AVATAR_DEMO_TOKEN_TTL", "demo.token_ttl", Kind::Str),
+    (
+        "AVATAR_EVENTS_MAX_MESSAGE_BYTES",
+        "events.max_message_bytes",
+        Kind::Int,
+    ),
+    (
+        "AVATAR_EVENTS_MAX_STREAMS_PER_USER",
+        "events.max_streams_per_user",
+        Kind::Int,
+    ),
+    (
+        "AVATAR_RATE_LIMIT_AVATAR_PER_MINUTE",
+        "rate_limits.avatar_per_minute",
+        Kind::Int,
+    ),
+    (
+        "AVATAR_RATE_LIMIT_AVATAR_BURST",
+        "rate_limits.avatar_burst",
+        Kind::Int,
+    ),
+    (
+        "AVATAR_RATE_LIMIT_API_PER_MINUTE",
+        "rate_limits.api_per_minute",
+        Kind::Int,
+    ),
+    (
+        "AVATAR_RATE_LIMIT_API_BURST",
+        "rate_limits.api_burst",
+        Kind::Int,
+    ),
+    (
+        "AVATAR_RATE_LIMIT_MAX_CLIENTS",
+        "rate_limits.max_clients",
+        Kind::Int,
+    ),
     ("AVATAR_STORE", "store.url", Kind::Str),
     (
         "AVATAR_REWRITE_MAX_RECORDS",

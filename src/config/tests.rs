@@ -200,3 +200,38 @@ fn the_demo_page_is_on_by_default_on_loopback_only() {
     let err = load(&[("AVATAR_DEMO_TOKEN_TTL", "2s")]).expect_err("rejects");
     assert!(err.to_string().contains("AVATAR_DEMO_TOKEN_TTL"), "{err}");
 }
+
+#[test]
+fn rate_limits_and_stream_bounds_default_sanely_and_come_from_the_environment() {
+    let s = load(&[]).expect("defaults load");
+    // A page of 200 cold avatars from one client fits in the burst.
+    assert!(s.rate_limits.avatar_burst >= 200);
+    assert!(s.rate_limits.avatar_per_minute > 0 && s.rate_limits.api_per_minute > 0);
+    assert!(s.events.max_message_bytes <= 64 * 1024);
+    assert!(s.events.max_streams_per_user >= 1);
+    let s = load(&[
+        ("AVATAR_RATE_LIMIT_AVATAR_PER_MINUTE", "0"),
+        ("AVATAR_RATE_LIMIT_AVATAR_BURST", "7"),
+        ("AVATAR_RATE_LIMIT_API_PER_MINUTE", "30"),
+        ("AVATAR_RATE_LIMIT_API_BURST", "5"),
+        ("AVATAR_RATE_LIMIT_MAX_CLIENTS", "1000"),
+        ("AVATAR_EVENTS_MAX_MESSAGE_BYTES", "512"),
+        ("AVATAR_EVENTS_MAX_STREAMS_PER_USER", "3"),
+    ])
+    .expect("valid");
+    let r = &s.rate_limits;
+    assert_eq!(
+        (
+            r.avatar_per_minute,
+            r.avatar_burst,
+            r.api_per_minute,
+            r.api_burst
+        ),
+        (0, 7, 30, 5)
+    );
+    assert_eq!(r.max_clients, 1000);
+    assert_eq!(
+        (s.events.max_message_bytes, s.events.max_streams_per_user),
+        (512, 3)
+    );
+}

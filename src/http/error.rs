@@ -26,6 +26,8 @@ pub struct ApiError {
     message: String,
     user_message: &'static str,
     www_authenticate: Option<&'static str>,
+    /// Seconds a client should wait (`Retry-After`), for refusals that pass with time.
+    retry_after: Option<u64>,
     /// What went wrong on our side, for the log only.
     cause: Option<String>,
 }
@@ -57,6 +59,7 @@ impl ApiError {
             message: message.into(),
             user_message: TRY_AGAIN,
             www_authenticate: None,
+            retry_after: None,
             cause: None,
         }
     }
@@ -83,6 +86,7 @@ impl ApiError {
             message: message.into(),
             user_message: crate::fault::SIGN_IN_AGAIN,
             www_authenticate: Some("Bearer"),
+            retry_after: None,
             cause: None,
         }
     }
@@ -95,6 +99,7 @@ impl ApiError {
             message: "the service failed to handle this request".into(),
             user_message: TRY_LATER,
             www_authenticate: None,
+            retry_after: None,
             cause: Some(format!("{context}: {cause}")),
         }
     }
@@ -107,6 +112,21 @@ impl ApiError {
             message: message.into(),
             user_message: TRY_LATER,
             www_authenticate: None,
+            retry_after: None,
+            cause: None,
+        }
+    }
+
+    /// 429 `rate-limited` with `Retry-After: seconds` (RFC 6585 §4): this client sent more
+    /// requests than its limit allows; it may try again after `seconds`.
+    pub fn rate_limited(seconds: u64) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "rate-limited",
+            message: format!("too many requests from this client; retry after {seconds} s"),
+            user_message: TRY_LATER,
+            www_authenticate: None,
+            retry_after: Some(seconds),
             cause: None,
         }
     }
@@ -114,6 +134,12 @@ impl ApiError {
     /// Record the internal cause (logged once by [`log_errors`], never sent).
     pub fn caused_by(mut self, cause: &dyn std::fmt::Display) -> Self {
         self.cause = Some(cause.to_string());
+        self
+    }
+
+    /// The same error with another status (for responses reshaped into this form).
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
         self
     }
 
@@ -147,6 +173,11 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(challenge),
             );
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
             .headers_mut()

@@ -3,6 +3,8 @@
 //! - [`User`] (from `crate::auth`): a JWT whose `sub` is the user id, from `Authorization:
 //!   Bearer`, or `access_token` on `/v1/events` only (browsers cannot set headers there).
 //! - [`ServiceCaller`]: a backend service presenting one of `AVATAR_API_KEYS`.
+//!
+//! Both read `Authorization` through [`jwt::bearer`]: the scheme name is case-insensitive.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -47,6 +49,7 @@ impl FromRequestParts<AppState> for User {
         Ok(User {
             key: state.keys.key_for(&claims.sub),
             id: claims.sub,
+            expires_at: claims.exp,
         })
     }
 }
@@ -62,7 +65,8 @@ impl FromRequestParts<AppState> for ServiceCaller {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` too.
+            .and_then(jwt::bearer)
             .ok_or_else(|| ApiError::unauthorized("a service API key is required"))?;
         // Compare digests in constant time, and look at every key, so timing reveals nothing.
         let presented = Sha256::digest(token.trim().as_bytes());

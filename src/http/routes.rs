@@ -27,6 +27,8 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use super::error::{ApiError, log_errors};
+use super::json_errors::shape_errors;
+use super::limits::limit_api;
 use super::state::AppState;
 
 /// The whole application router (without the outer middleware; see [`serve`]).
@@ -36,8 +38,16 @@ pub fn router(state: AppState) -> Router {
         state.settings.server.request_timeout,
     );
     let max_upload = usize::try_from(state.settings.uploads.max_bytes).unwrap_or(usize::MAX);
+    // The JSON API counts each client's requests (`AVATAR_RATE_LIMIT_API_*`); `/avatar` counts
+    // only its misses, in its handler.
+    let api_limit = axum::middleware::from_fn_with_state(state.clone(), limit_api);
+    let origins = &state.settings.uploads.cors_origins;
     let user_routes = uploads::router(max_upload)
-        .layer(cors(&state.settings.uploads.cors_origins))
+        .layer(api_limit.clone())
+        .layer(cors(origins))
+        .layer(timeout);
+    let service_routes = identities::router(state.settings.server.rewrite_max_bytes)
+        .layer(api_limit)
         .layer(timeout);
     // The page and its token minting exist only in demo mode; otherwise `/demo/…` is a 404.
     let demo = if state.demo.is_some() {
@@ -49,13 +59,15 @@ pub fn router(state: AppState) -> Router {
         // No timer here: a memory hit must not pay for one. The resolver bounds its slow path.
         .merge(avatars::router())
         .merge(demo)
-        .merge(identities::router(state.settings.server.rewrite_max_bytes).layer(timeout))
+        .merge(service_routes)
         .merge(user_routes)
-        // Streams outlive any request timeout.
-        .merge(events::router())
+        // Streams outlive any request timeout; SSE answers CORS like the upload routes.
+        .merge(events::router().layer(cors(origins)))
         .merge(ops::router().layer(timeout))
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)
+        // Outermost: axum's own rejections, 405s and timeouts leave as JSON errors too.
+        .layer(axum::middleware::from_fn(shape_errors))
 }
 
 /// Serve the router until `shutdown`, wrapped once (not per route) in the outer middleware:

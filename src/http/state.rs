@@ -63,6 +63,12 @@ pub struct App {
     pub store: Arc<dyn BlobStore>,
     /// Demo tokens; `Some` exactly when demo mode is on (the `/demo/` routes exist only then).
     pub demo: Option<crate::auth::minter::TokenMinter>,
+    /// Per-client rate limits of `/avatar` work and the JSON API.
+    pub limits: Arc<super::limits::EdgeLimits>,
+    /// Open event streams per user.
+    pub streams: super::streams::StreamSlots,
+    /// Cancelled when the service starts shutting down: event streams close on it.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Pre-registered metric handles.

@@ -85,6 +85,9 @@ pub fn settings(dir: &std::path::Path, extra: &[(&str, String)]) -> Settings {
         ("AVATAR_CACHE_DIR".into(), dir.display().to_string()),
         ("AVATAR_API_KEYS".into(), API_KEY.into()),
         ("AVATAR_UPSTREAM_TIMEOUT".into(), "5s".into()),
+        // Tests send hundreds of requests from one address; the rate limit tests turn them on.
+        ("AVATAR_RATE_LIMIT_AVATAR_PER_MINUTE".into(), "0".into()),
+        ("AVATAR_RATE_LIMIT_API_PER_MINUTE".into(), "0".into()),
     ];
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
     Settings::load_from(None, env).expect("test settings are valid")

@@ -1,7 +1,9 @@
 //! `GET|HEAD /avatar/{key}` and `/avatar/{key}.{png|jpg|webp}`: what `<img>` tags load.
 //!
 //! Never a 400 and never a broken image: a bad query falls back to defaults, an unknown or
-//! malformed key gets the default image (404 only with `d=404`).
+//! malformed key gets the default image (404 only with `d=404`). A client over its rate limit
+//! (`AVATAR_RATE_LIMIT_AVATAR_*`, counted only for requests that would render or fetch) gets the
+//! pre-rendered default with `max-age=60`.
 
 use std::time::Instant;
 
@@ -16,6 +18,7 @@ use crate::avatars::fallback;
 use crate::avatars::rendition::etag_matches;
 use crate::avatars::request::{negotiate, split_extension};
 use crate::avatars::{AvatarQuery, CacheStatus, Rendition, RenditionKey, SourceKind};
+use crate::http::limits::{over_limit, peer, retry_after_seconds};
 use crate::http::{ApiError, AppState};
 
 /// Routes of this module.
@@ -50,8 +53,56 @@ async fn avatar(
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let (format, negotiated) = negotiate(extension, accept);
     let rkey = || RenditionKey::new(key, query.size, format, query.default, query.force_default);
-    let response = match state.avatars.serve(rkey()).await {
-        Ok((rendition, status)) => respond(&rendition, status, &query, negotiated, headers),
+    // A memory hit is never limited: only a request that would render or fetch is counted.
+    let response = if let Some((rendition, status)) = state.avatars.memory_hit(&rkey()) {
+        respond(&rendition, status, &query, negotiated, headers)
+    } else if let Some(wait) = over_limit(&state.limits.avatar, peer(&request)) {
+        rate_limited(&state, query.size, wait, &query, negotiated, headers)
+    } else {
+        resolve(&state, rkey(), &query, negotiated, headers).await
+    };
+    state
+        .metrics
+        .serve_latency
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// A client over its limit still gets an image: the default pre-rendered at start-up (no work),
+/// for a short while (`max-age=60`), with `Retry-After`.
+fn rate_limited(
+    state: &AppState,
+    size: u32,
+    wait: std::time::Duration,
+    query: &AvatarQuery,
+    negotiated: bool,
+    headers: &HeaderMap,
+) -> Response {
+    metrics::counter!("avatar_rate_limited_total", "path" => "avatar").increment(1);
+    let seconds = retry_after_seconds(wait);
+    let Some(rendition) = state.avatars.fallback().for_size(size) else {
+        return ApiError::rate_limited(seconds).into_response();
+    };
+    let mut response = respond(&rendition, CacheStatus::Miss, query, negotiated, headers);
+    response.headers_mut().insert(header::CACHE_CONTROL, SHORT);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+/// The slow path: resolve through the caches, the upstream or the defaults; whatever fails, an
+/// image (issue 7).
+async fn resolve(
+    state: &AppState,
+    rkey: RenditionKey,
+    query: &AvatarQuery,
+    negotiated: bool,
+    headers: &HeaderMap,
+) -> Response {
+    let rkey = || rkey.clone();
+    match state.avatars.serve(rkey()).await {
+        Ok((rendition, status)) => respond(&rendition, status, query, negotiated, headers),
         // -- issue 7: an <img> gets an image whatever happened inside (d=404 keeps its 404) --
         Err(e) => {
             let budget = state.settings.server.fallback_timeout;
@@ -61,7 +112,7 @@ async fn avatar(
                     metrics::counter!("avatar_fallback_served_total").increment(1);
                     tracing::debug!(error = %e, "avatar not resolved; serving a default");
                     let mut response =
-                        respond(&rendition, CacheStatus::Miss, &query, negotiated, headers);
+                        respond(&rendition, CacheStatus::Miss, query, negotiated, headers);
                     response.headers_mut().insert(header::CACHE_CONTROL, SHORT);
                     response
                 }
@@ -72,12 +123,7 @@ async fn avatar(
                 }
             }
         }
-    };
-    state
-        .metrics
-        .serve_latency
-        .record(started.elapsed().as_secs_f64());
-    response
+    }
 }
 
 fn respond(
