@@ -12,6 +12,7 @@ mod image_content;
 mod ops;
 mod serving;
 mod upload_flows;
+mod upload_lifecycle;
 mod upstream_backoff;
 mod upstream_faults;
 mod upstream_generated;
