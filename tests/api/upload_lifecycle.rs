@@ -383,6 +383,23 @@ async fn concurrent_and_repeated_starts_for_one_upload_make_one_job() {
     );
 }
 
+#[tokio::test]
+async fn a_json_start_request_is_small_whatever_the_image_limit() {
+    let app = spawn_app(&jwt_env()).await;
+    let padding = "x".repeat(100_000);
+    let r = app
+        .client
+        .post(format!("{}/v1/avatar", app.base))
+        .bearer_auth(bearer("padder"))
+        .json(&json!({"upload_id": "0".repeat(32), "padding": padding}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 413);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["code"], "payload-too-large");
+}
+
 /// A store under the test's control: variant writes can be held (the job stays `processing`
 /// until released) or failed with an error naming the file, as a real filesystem error does.
 struct ControlledStore {

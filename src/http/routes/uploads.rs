@@ -126,6 +126,9 @@ async fn read_capped(body: Body, cap: u64) -> ApiResult<Bytes> {
     Ok(out.freeze())
 }
 
+/// Largest JSON body of `POST /v1/avatar` (`{upload_id, crop}` takes under 200 bytes).
+const START_JSON_MAX_BYTES: usize = 16 * 1024;
+
 #[derive(Deserialize)]
 struct StartRequest {
     upload_id: String,
@@ -146,7 +149,19 @@ async fn start(
         .unwrap_or("")
         .to_ascii_lowercase();
     let accepted = if content_type.starts_with("application/json") {
-        let Json(body) = Json::<StartRequest>::from_request(request, &state).await?;
+        // `{upload_id, crop}` is tiny: a larger body is refused as soon as it passes the cap,
+        // whatever the route's limit for image bodies.
+        let bytes = axum::body::to_bytes(request.into_body(), START_JSON_MAX_BYTES)
+            .await
+            .map_err(|_| {
+                ApiError::client(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload-too-large",
+                    format!("the JSON body may have at most {START_JSON_MAX_BYTES} bytes"),
+                )
+                .closing_connection()
+            })?;
+        let Json(body) = Json::<StartRequest>::from_bytes(&bytes)?;
         let crop = body
             .crop
             .as_ref()
