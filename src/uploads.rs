@@ -1,11 +1,18 @@
 //! User uploads: signed upload URLs, direct uploads, and the start of processing.
 //!
 //! ```text
-//! POST /v1/uploads ─▶ grant (repo) + signed PUT URL
-//! PUT  signed URL  ─▶ signature, expiry, type (magic bytes), size, once ─▶ store (original)
-//! POST /v1/avatar  ─▶ crop checked against the probed image (400 at once) ─▶ job (repo) ─▶ 202
-//!                     + ProfileImageUpdated; the jobs worker does the rest
+//! POST /v1/uploads ─▶ per-user quota ─▶ grant (repo) + signed PUT URL
+//! PUT  signed URL  ─▶ signature, expiry, declared type and length, unused, pending quota
+//!                     (before the body) ─▶ body permit ─▶ capped body ─▶ magic bytes ─▶ store
+//! POST /v1/avatar  ─▶ crop checked against the probed image (400 at once) ─▶ one job per
+//!                     upload (repo, 409 job-exists) ─▶ 202 + ProfileImageUpdated
+//! POST /v1/jobs/{id}/retry ─▶ failed and original still kept ─▶ queued again (else 409 / 410)
+//! DELETE /v1/avatar ─▶ pending jobs superseded ─▶ avatar record and variants deleted
 //! ```
+//!
+//! Per-user limits (`AVATAR_UPLOAD_GRANTS_PER_USER` per `AVATAR_UPLOAD_GRANT_WINDOW`,
+//! `AVATAR_MAX_PENDING_ORIGINALS`, `AVATAR_MAX_PENDING_ORIGINAL_BYTES`) are enforced by
+//! conditional writes in the repository; bodies are read under `AVATAR_MAX_CONCURRENT_UPLOADS`.
 
 pub mod signing;
 

@@ -275,6 +275,12 @@ async fn a_user_past_the_upload_quota_gets_429_with_retry_after_until_the_window
     let r = post_raw(&app, "greedy", "image/jpeg", jpeg([1, 2, 3], 32)).await;
     assert_eq!(r.status(), 429);
     grant(&app, "someone-else", 1000).await;
+    let limits: Value = app.get("/v1/limits").await.json().await.expect("json");
+    assert_eq!(
+        limits["uploads"]["uploads_per_user"], 2,
+        "clients can know the quota"
+    );
+    assert_eq!(limits["uploads"]["uploads_per_user_window_seconds"], 3600);
     app.clock.advance(Duration::from_secs(3600));
     grant(&app, "greedy", 1000).await;
 }
