@@ -318,6 +318,20 @@ pub struct UploadSettings {
     pub variant_sizes: Vec<u32>,
     /// Keep originals after processing (`AVATAR_KEEP_ORIGINALS`).
     pub keep_originals: bool,
+    /// Upload bodies (signed `PUT`s and single-request uploads) read at once; past it a new one
+    /// is refused with `503 uploads-busy` and `Retry-After` (`AVATAR_MAX_CONCURRENT_UPLOADS`).
+    pub max_concurrent_uploads: usize,
+    /// Uploads (grants and single-request uploads) one user may start per
+    /// [`Self::grant_window`]; past it `429 upload-quota` (`AVATAR_UPLOAD_GRANTS_PER_USER`).
+    pub grants_per_user: u32,
+    /// The window of [`Self::grants_per_user`] (`AVATAR_UPLOAD_GRANT_WINDOW`).
+    #[serde(with = "human_duration")]
+    pub grant_window: Duration,
+    /// Originals of one user waiting in temporary storage at once (received, not yet processed
+    /// or swept); past it `429 originals-quota` (`AVATAR_MAX_PENDING_ORIGINALS`).
+    pub max_pending_originals: u32,
+    /// Bytes of those originals, in bytes (`AVATAR_MAX_PENDING_ORIGINAL_BYTES`).
+    pub max_pending_original_bytes: u64,
 }
 
 /// `[jobs]`.
@@ -725,6 +739,26 @@ impl Settings {
         }
         if uploads.max_bytes < 1024 {
             return Err(invalid(key("uploads.max_bytes"), "must be at least 1024"));
+        }
+        if uploads.max_concurrent_uploads == 0 || uploads.max_concurrent_uploads > 100_000 {
+            return Err(invalid(
+                key("uploads.max_concurrent_uploads"),
+                "must be in 1..=100000",
+            ));
+        }
+        if uploads.grants_per_user == 0 || uploads.grant_window.is_zero() {
+            return Err(invalid(
+                key("uploads.grants_per_user"),
+                "needs at least 1 upload per a non-zero uploads.grant_window",
+            ));
+        }
+        if uploads.max_pending_originals == 0
+            || uploads.max_pending_original_bytes < uploads.max_bytes
+        {
+            return Err(invalid(
+                key("uploads.max_pending_original_bytes"),
+                "needs at least 1 pending original and room for one upload of uploads.max_bytes",
+            ));
         }
         if self.jobs.lease < Duration::from_secs(1) {
             return Err(invalid(key("jobs.lease"), "must be at least 1s"));

@@ -239,6 +239,71 @@ pub struct OutboxMessage {
     pub next_attempt: Millis,
 }
 
+/// Per-user upload limits at one instant (`AVATAR_UPLOAD_GRANTS_PER_USER` per
+/// `AVATAR_UPLOAD_GRANT_WINDOW`, `AVATAR_MAX_PENDING_ORIGINALS`, `AVATAR_MAX_PENDING_ORIGINAL_BYTES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadQuota {
+    /// Grants created after this (`now - window`) count against [`Self::max_grants`].
+    pub grants_since: Millis,
+    /// Grants (uploads started) per window.
+    pub max_grants: u32,
+    /// Originals received for grants created at or after this, and not yet settled (processed or
+    /// deleted), are pending.
+    pub originals_since: Millis,
+    /// Pending originals at once.
+    pub max_originals: u32,
+    /// Bytes of pending originals at once.
+    pub max_original_bytes: i64,
+}
+
+/// What one user holds against an [`UploadQuota`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UploadUsage {
+    /// Grants in the window.
+    pub grants: u32,
+    /// Creation time of the oldest of them (the window frees a slot when it leaves).
+    pub oldest_grant: Option<Millis>,
+    /// Pending originals.
+    pub originals: u32,
+    /// Their bytes.
+    pub original_bytes: i64,
+    /// Creation time of the oldest pending original's grant.
+    pub oldest_original: Option<Millis>,
+}
+
+impl UploadUsage {
+    /// Whether one more grant fits.
+    pub fn grant_fits(&self, quota: &UploadQuota) -> bool {
+        self.grants < quota.max_grants
+    }
+
+    /// Whether one more original of `bytes` bytes fits.
+    pub fn original_fits(&self, quota: &UploadQuota, bytes: i64) -> bool {
+        self.originals < quota.max_originals
+            && self.original_bytes.saturating_add(bytes) <= quota.max_original_bytes
+    }
+}
+
+/// What [`Repo::mark_upload_received_within`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// Recorded: the bytes may be stored.
+    Marked,
+    /// The grant was used already (or is unknown).
+    AlreadyReceived,
+    /// The user's pending originals would exceed the quota.
+    OverQuota,
+}
+
+/// What [`Repo::enqueue_job`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    /// The job was inserted.
+    New,
+    /// The upload already has this job; nothing was inserted.
+    Exists(JobId),
+}
+
 /// The metadata store.
 #[async_trait]
 pub trait Repo: Send + Sync + 'static {
@@ -261,8 +326,55 @@ pub trait Repo: Send + Sync + 'static {
         bytes: i64,
     ) -> Result<bool, RepoError>;
 
-    /// Insert a queued job.
-    async fn enqueue_job(&self, job: &JobRecord) -> Result<(), RepoError>;
+    /// Record a new upload grant (or, with `received_bytes` set, a single-request upload) only if
+    /// it fits `quota`, atomically (concurrent requests cannot overshoot it); `false` when it
+    /// does not fit (nothing written).
+    async fn create_upload_within(
+        &self,
+        upload: &UploadRecord,
+        quota: &UploadQuota,
+    ) -> Result<bool, RepoError>;
+    /// Mark the grant used if the user's pending originals leave room for `bytes`, atomically.
+    async fn mark_upload_received_within(
+        &self,
+        upload_id: &UploadId,
+        bytes: i64,
+        quota: &UploadQuota,
+    ) -> Result<Received, RepoError>;
+    /// What `key` holds against `quota`.
+    async fn upload_usage(
+        &self,
+        key: &UserKey,
+        quota: &UploadQuota,
+    ) -> Result<UploadUsage, RepoError>;
+    /// The upload's original was processed or deleted: it no longer counts as pending.
+    async fn settle_original(&self, upload_id: &UploadId) -> Result<(), RepoError>;
+
+    /// Insert a queued job unless its upload has one already (one job per upload, enforced by
+    /// the store itself, so concurrent starts cannot both insert).
+    async fn enqueue_job(&self, job: &JobRecord) -> Result<Enqueued, RepoError>;
+    /// The job of an upload, if it has one.
+    async fn job_for_upload(&self, upload_id: &UploadId) -> Result<Option<JobId>, RepoError>;
+    /// Put a failed job back in the queue (attempts from zero, due at `now`, error cleared);
+    /// `false` when the job is not failed (queued, processing or completed).
+    async fn requeue_failed_job(&self, job_id: &JobId, now: Millis) -> Result<bool, RepoError>;
+    /// Fail every queued or processing job of `key` with `error` (the avatar was deleted): a
+    /// runner still holding one can no longer settle it. Returns the jobs as they were.
+    async fn supersede_jobs(
+        &self,
+        key: &UserKey,
+        now: Millis,
+        error: &JobError,
+    ) -> Result<Vec<JobRecord>, RepoError>;
+    /// Settle a completed job `owner` still holds and make `avatar` current, in one
+    /// transaction: `None` (and nothing written) when the job is no longer held by `owner`
+    /// (superseded, reclaimed); otherwise the avatar it replaced.
+    async fn complete_job(
+        &self,
+        job: &JobRecord,
+        owner: &str,
+        avatar: &AvatarRecord,
+    ) -> Result<Option<Option<AvatarRecord>>, RepoError>;
     /// Look up a job.
     async fn job(&self, job_id: &JobId) -> Result<Option<JobRecord>, RepoError>;
     /// Take the oldest due job (queued and due, or processing with an expired lease), counting
@@ -357,8 +469,207 @@ pub mod contract {
         upload_grants_are_used_once(repo).await;
         jobs_are_claimed_once_and_reclaimed_after_their_lease(repo).await;
         avatars_are_replaced_and_deleted(repo).await;
+        an_upload_has_one_job_and_only_a_failed_one_is_requeued(repo).await;
+        upload_quotas_hold_whatever_the_order(repo).await;
+        a_superseded_job_cannot_complete(repo).await;
         expired_grants_and_finished_jobs_are_purged(repo).await;
         the_webhook_outbox_keeps_messages_until_removed(repo).await;
+    }
+
+    fn queued(user: &UserKey, upload_id: &UploadId) -> JobRecord {
+        JobRecord {
+            job_id: JobId::generate(),
+            user_key: user.clone(),
+            upload_id: upload_id.clone(),
+            crop: None,
+            status: JobStatus::Queued,
+            attempts: 0,
+            run_at: 0,
+            locked_until: None,
+            locked_by: None,
+            result: None,
+            error: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    async fn an_upload_has_one_job_and_only_a_failed_one_is_requeued(repo: &dyn Repo) {
+        let upload = UploadId::generate();
+        let first = queued(&key('7'), &upload);
+        assert_eq!(
+            repo.enqueue_job(&first).await.expect("enqueue"),
+            Enqueued::New
+        );
+        assert_eq!(
+            repo.enqueue_job(&queued(&key('7'), &upload))
+                .await
+                .expect("enqueue"),
+            Enqueued::Exists(first.job_id.clone())
+        );
+        assert_eq!(
+            repo.job_for_upload(&upload).await.expect("lookup"),
+            Some(first.job_id.clone())
+        );
+        assert!(
+            !repo
+                .requeue_failed_job(&first.job_id, 5)
+                .await
+                .expect("requeue"),
+            "a queued job is not failed"
+        );
+        let claimed = repo
+            .claim_job(1_000_000, 1_000_100, "a")
+            .await
+            .expect("claim")
+            .expect("due");
+        assert_eq!(claimed.job_id, first.job_id, "the only due job");
+        let mut failed = claimed.clone();
+        failed.status = JobStatus::Failed;
+        failed.error = Some(JobError {
+            code: "processing-failed".into(),
+            message: "x".into(),
+            user_message: "y".into(),
+        });
+        assert!(repo.update_job(&failed, "a").await.expect("fail"));
+        assert!(
+            repo.requeue_failed_job(&first.job_id, 7)
+                .await
+                .expect("requeue")
+        );
+        let again = repo
+            .job(&first.job_id)
+            .await
+            .expect("get")
+            .expect("present");
+        assert_eq!(
+            (again.status, again.attempts, again.error),
+            (JobStatus::Queued, 0, None)
+        );
+    }
+
+    async fn upload_quotas_hold_whatever_the_order(repo: &dyn Repo) {
+        let user = key('8');
+        let quota = UploadQuota {
+            grants_since: 99,
+            max_grants: 3,
+            originals_since: 0,
+            max_originals: 2,
+            max_original_bytes: 100,
+        };
+        let grant = |created_at, received_bytes| UploadRecord {
+            upload_id: UploadId::generate(),
+            user_key: user.clone(),
+            content_type: "image/png".into(),
+            max_bytes: 100,
+            expires_at: 10_000,
+            received_bytes,
+            created_at,
+        };
+        let old = grant(50, None);
+        assert!(repo.create_upload_within(&old, &quota).await.expect("old"));
+        let (a, b) = (grant(100, None), grant(101, None));
+        assert!(repo.create_upload_within(&a, &quota).await.expect("a"));
+        assert!(repo.create_upload_within(&b, &quota).await.expect("b"));
+        let direct = grant(102, Some(60));
+        assert!(
+            repo.create_upload_within(&direct, &quota)
+                .await
+                .expect("direct")
+        );
+        assert!(
+            !repo
+                .create_upload_within(&grant(103, None), &quota)
+                .await
+                .expect("fourth"),
+            "three grants in the window (the one before it does not count)"
+        );
+        assert_eq!(
+            repo.mark_upload_received_within(&a.upload_id, 50, &quota)
+                .await
+                .expect("a"),
+            Received::OverQuota,
+            "60 + 50 bytes is over 100"
+        );
+        assert_eq!(
+            repo.mark_upload_received_within(&a.upload_id, 40, &quota)
+                .await
+                .expect("a"),
+            Received::Marked
+        );
+        assert_eq!(
+            repo.mark_upload_received_within(&a.upload_id, 40, &quota)
+                .await
+                .expect("again"),
+            Received::AlreadyReceived
+        );
+        assert_eq!(
+            repo.mark_upload_received_within(&b.upload_id, 1, &quota)
+                .await
+                .expect("b"),
+            Received::OverQuota,
+            "two originals pending"
+        );
+        let usage = repo.upload_usage(&user, &quota).await.expect("usage");
+        assert_eq!(
+            (
+                usage.grants,
+                usage.oldest_grant,
+                usage.originals,
+                usage.original_bytes
+            ),
+            (3, Some(100), 2, 100)
+        );
+        repo.settle_original(&direct.upload_id)
+            .await
+            .expect("settle");
+        assert_eq!(
+            repo.mark_upload_received_within(&b.upload_id, 1, &quota)
+                .await
+                .expect("b"),
+            Received::Marked,
+            "a settled original no longer counts"
+        );
+    }
+
+    async fn a_superseded_job_cannot_complete(repo: &dyn Repo) {
+        let user = key('9');
+        let job = queued(&user, &UploadId::generate());
+        repo.enqueue_job(&job).await.expect("enqueue");
+        let claimed = repo
+            .claim_job(2_000_000, 2_000_100, "r")
+            .await
+            .expect("claim")
+            .expect("due");
+        assert_eq!(claimed.job_id, job.job_id);
+        let error = JobError {
+            code: "superseded".into(),
+            message: "m".into(),
+            user_message: "u".into(),
+        };
+        let superseded = repo
+            .supersede_jobs(&user, 5, &error)
+            .await
+            .expect("supersede");
+        assert_eq!(superseded.len(), 1);
+        let avatar = AvatarRecord {
+            user_key: user.clone(),
+            version: "v9".into(),
+            variants: vec![],
+            updated_at: 6,
+        };
+        let mut done = claimed.clone();
+        done.status = JobStatus::Completed;
+        assert_eq!(
+            repo.complete_job(&done, "r", &avatar)
+                .await
+                .expect("complete"),
+            None
+        );
+        assert_eq!(repo.avatar(&user).await.expect("avatar"), None);
+        let stored = repo.job(&job.job_id).await.expect("get").expect("present");
+        assert_eq!(stored.status, JobStatus::Failed);
+        assert_eq!(stored.error, Some(error));
     }
 
     fn key(c: char) -> UserKey {
@@ -503,7 +814,7 @@ pub mod contract {
         let job = |status, updated_at| JobRecord {
             job_id: JobId::generate(),
             user_key: key('c'),
-            upload_id: used.upload_id.clone(),
+            upload_id: UploadId::generate(),
             crop: None,
             status,
             attempts: 1,

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::path::Path as StorePath;
-use object_store::{GetOptions, ObjectStore, PutOptions, PutPayload};
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt as _, PutOptions, PutPayload};
 
 /// Store failures: transient from the service's point of view (jobs retry them).
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,9 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn put(&self, path: &str, bytes: Bytes) -> Result<(), StoreError>;
     /// Read a blob.
     async fn get(&self, path: &str) -> Result<Bytes, StoreError>;
+    /// Delete one blob; a missing one is not an error (it is gone either way). A blob is not a
+    /// folder: [`Self::delete_prefix`] of a blob's own path deletes nothing.
+    async fn delete(&self, path: &str) -> Result<(), StoreError>;
     /// Delete every blob under `prefix` (a folder); returns how many.
     async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError>;
     /// Delete blobs under `prefix` older than `age`; returns how many.
@@ -121,6 +124,13 @@ impl BlobStore for ObjectBlobStore {
         Ok(result.bytes().await?)
     }
 
+    async fn delete(&self, path: &str) -> Result<(), StoreError> {
+        match self.inner.delete(&StorePath::from(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
         self.delete_where(prefix, |_| false).await
     }
@@ -186,6 +196,24 @@ mod tests {
                 .expect("sweep"),
             1
         );
+        store
+            .put("tmp/u2", Bytes::from_static(b"d"))
+            .await
+            .expect("put");
+        assert_eq!(
+            store.delete_prefix("tmp/u2").await.expect("prefix"),
+            0,
+            "a blob is not a folder"
+        );
+        store.delete("tmp/u2").await.expect("delete");
+        store
+            .delete("tmp/u2")
+            .await
+            .expect("deleting a missing blob");
+        assert!(matches!(
+            store.get("tmp/u2").await,
+            Err(StoreError::NotFound)
+        ));
         assert_eq!(store.delete_prefix("avatar/k").await.expect("delete"), 2);
         assert!(matches!(
             store.get("avatar/k/v1/128.jpg").await,

@@ -1,19 +1,28 @@
 //! User uploads: signed upload URLs, direct uploads, and the start of processing.
 //!
 //! ```text
-//! POST /v1/uploads ─▶ grant (repo) + signed PUT URL
-//! PUT  signed URL  ─▶ signature, expiry, type (magic bytes), size, once ─▶ store (original)
-//! POST /v1/avatar  ─▶ crop checked against the probed image (400 at once) ─▶ job (repo) ─▶ 202
-//!                     + ProfileImageUpdated; the jobs worker does the rest
+//! POST /v1/uploads ─▶ per-user quota ─▶ grant (repo) + signed PUT URL
+//! PUT  signed URL  ─▶ signature, expiry, declared type and length, unused, pending quota
+//!                     (before the body) ─▶ body permit ─▶ capped body ─▶ magic bytes ─▶ store
+//! POST /v1/avatar  ─▶ crop checked against the probed image (400 at once) ─▶ one job per
+//!                     upload (repo, 409 job-exists) ─▶ 202 + ProfileImageUpdated
+//! POST /v1/jobs/{id}/retry ─▶ failed and original still kept ─▶ queued again (else 409 / 410)
+//! DELETE /v1/avatar ─▶ pending jobs superseded ─▶ avatar record and variants deleted
 //! ```
+//!
+//! Per-user limits (`AVATAR_UPLOAD_GRANTS_PER_USER` per `AVATAR_UPLOAD_GRANT_WINDOW`,
+//! `AVATAR_MAX_PENDING_ORIGINALS`, `AVATAR_MAX_PENDING_ORIGINAL_BYTES`) are enforced by
+//! conditional writes in the repository; bodies are read under `AVATAR_MAX_CONCURRENT_UPLOADS`.
 
 pub mod signing;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::User;
 use crate::clock::{Clock, from_unix_seconds, millis, unix_seconds};
@@ -22,7 +31,10 @@ use crate::events::{EventKind, Notifier};
 use crate::ids::{JobId, UploadId};
 use crate::imaging::{self, Crop, ImageKind};
 use crate::keys::UserKey;
-use crate::repo::{JobRecord, JobStatus, Repo, RepoError, UploadRecord};
+use crate::repo::{
+    Enqueued, JobError, JobRecord, JobStatus, Received, Repo, RepoError, UploadQuota, UploadRecord,
+    UploadUsage,
+};
 use crate::store::{BlobStore, StoreError, paths};
 use crate::urls::PublicUrls;
 use signing::{SignatureError, UploadGrant, UploadSigner};
@@ -81,6 +93,29 @@ pub enum UploadError {
     /// The crop is malformed or outside the image.
     #[error("{0}")]
     InvalidCrop(String),
+    /// `AVATAR_MAX_CONCURRENT_UPLOADS` upload bodies are being read already.
+    #[error("too many uploads are in progress; try again in a moment")]
+    Busy,
+    /// The user started `AVATAR_UPLOAD_GRANTS_PER_USER` uploads within the window; one frees up
+    /// after `retry_after`.
+    #[error("too many uploads started recently; try again later")]
+    GrantQuota {
+        /// Until a slot of the window frees up.
+        retry_after: Duration,
+    },
+    /// The user's originals waiting for processing reached `AVATAR_MAX_PENDING_ORIGINALS` or
+    /// `AVATAR_MAX_PENDING_ORIGINAL_BYTES`; the oldest is swept after `retry_after` at the latest.
+    #[error("too many uploaded images are waiting to be processed; process or wait for them first")]
+    OriginalsQuota {
+        /// Until the oldest pending original leaves the retention window.
+        retry_after: Duration,
+    },
+    /// The upload has a job already (one job per upload).
+    #[error("this upload is already being processed (job {0})")]
+    JobExists(JobId),
+    /// Only failed jobs can be retried.
+    #[error("only a failed job can be retried; this one is {0}")]
+    NotRetryable(&'static str),
     /// The metadata store failed.
     #[error(transparent)]
     Repo(#[from] RepoError),
@@ -140,6 +175,24 @@ pub struct Uploads {
     urls: PublicUrls,
     /// Wakes the job workers when a job is queued.
     wake_jobs: Arc<tokio::sync::Notify>,
+    /// One permit per upload body being read (`AVATAR_MAX_CONCURRENT_UPLOADS`).
+    bodies: Arc<Semaphore>,
+}
+
+/// A signed `PUT` whose URL and headers were checked, holding one of the
+/// `AVATAR_MAX_CONCURRENT_UPLOADS` permits while its body is read.
+#[derive(Debug)]
+pub struct AuthorisedPut {
+    id: UploadId,
+    grant: UploadGrant,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AuthorisedPut {
+    /// The most bytes the body may have (the grant's declared length).
+    pub fn max_bytes(&self) -> u64 {
+        self.grant.max_bytes
+    }
 }
 
 impl Uploads {
@@ -156,6 +209,7 @@ impl Uploads {
         urls: PublicUrls,
         wake_jobs: Arc<tokio::sync::Notify>,
     ) -> Self {
+        let settings_permits = settings.max_concurrent_uploads.max(1);
         Self {
             repo,
             store,
@@ -166,6 +220,7 @@ impl Uploads {
             notifier,
             urls,
             wake_jobs,
+            bodies: Arc::new(Semaphore::new(settings_permits)),
         }
     }
 
@@ -197,17 +252,16 @@ impl Uploads {
             unix_seconds(expires_at),
         );
         let upload_id = UploadId::parse(&grant.upload_id).ok_or(UploadError::InvalidSignature)?;
-        self.repo
-            .create_upload(&UploadRecord {
-                upload_id: upload_id.clone(),
-                user_key: user.key.clone(),
-                content_type: content_type.to_owned(),
-                max_bytes: i64::try_from(content_length).unwrap_or(i64::MAX),
-                expires_at,
-                received_bytes: None,
-                created_at: now,
-            })
-            .await?;
+        let record = UploadRecord {
+            upload_id: upload_id.clone(),
+            user_key: user.key.clone(),
+            content_type: content_type.to_owned(),
+            max_bytes: i64::try_from(content_length).unwrap_or(i64::MAX),
+            expires_at,
+            received_bytes: None,
+            created_at: now,
+        };
+        self.create_within_quota(&record, now).await?;
         Ok(GrantResponse {
             url: self.urls.upload(&upload_id, &self.signer.query(&grant)),
             upload_id,
@@ -217,19 +271,39 @@ impl Uploads {
         })
     }
 
-    /// Accept the body of a signed PUT.
-    pub async fn receive(
+    /// Upload bodies being read right now (at most `AVATAR_MAX_CONCURRENT_UPLOADS`).
+    pub fn bodies_in_flight(&self) -> usize {
+        self.settings
+            .max_concurrent_uploads
+            .max(1)
+            .saturating_sub(self.bodies.available_permits())
+    }
+
+    /// Take one of the `AVATAR_MAX_CONCURRENT_UPLOADS` permits for reading an upload body, or
+    /// [`UploadError::Busy`] at once when all are taken (hold it until the body is read).
+    pub fn body_permit(&self) -> Result<OwnedSemaphorePermit, UploadError> {
+        self.bodies
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| UploadError::Busy)
+    }
+
+    /// Check everything a signed `PUT` carries before its body is read: the id, signature and
+    /// expiry of the URL, the declared `Content-Type` and `Content-Length` (when sent) against
+    /// the grant, that the grant is unused and the user has room for another pending original;
+    /// then take a body permit ([`Self::body_permit`]).
+    pub async fn authorise_put(
         &self,
         upload_id: &str,
         query: &str,
         content_type: Option<&str>,
-        body: Bytes,
-    ) -> Result<(), UploadError> {
-        let now_secs = unix_seconds(self.clock.now_millis());
+        content_length: Option<u64>,
+    ) -> Result<AuthorisedPut, UploadError> {
+        let now = self.clock.now_millis();
         let id = UploadId::parse(upload_id).ok_or(UploadError::InvalidSignature)?;
         let grant = self
             .signer
-            .verify(upload_id, query, now_secs)
+            .verify(upload_id, query, unix_seconds(now))
             .map_err(|e| match e {
                 SignatureError::Expired => UploadError::UrlExpired,
                 SignatureError::Malformed | SignatureError::BadSignature => {
@@ -252,6 +326,30 @@ impl Uploads {
                 grant.content_type
             )));
         }
+        if content_length.is_some_and(|n| n > grant.max_bytes) {
+            return Err(too_large(grant.max_bytes));
+        }
+        let record = self.repo.upload(&id).await?.ok_or(UploadError::NotFound)?;
+        if record.received_bytes.is_some() {
+            return Err(UploadError::AlreadyUploaded);
+        }
+        let quota = self.quota(now);
+        let usage = self.repo.upload_usage(&record.user_key, &quota).await?;
+        let expected = content_length.unwrap_or(1);
+        if !usage.original_fits(&quota, i64::try_from(expected).unwrap_or(i64::MAX)) {
+            return Err(self.originals_refusal(&usage, now));
+        }
+        Ok(AuthorisedPut {
+            id,
+            grant,
+            _permit: self.body_permit()?,
+        })
+    }
+
+    /// Accept the body of a signed `PUT` that [`Self::authorise_put`] let through (read with
+    /// the cap [`AuthorisedPut::max_bytes`]).
+    pub async fn receive(&self, put: AuthorisedPut, body: Bytes) -> Result<(), UploadError> {
+        let AuthorisedPut { id, grant, .. } = put;
         if body.len() as u64 > grant.max_bytes {
             return Err(too_large(grant.max_bytes));
         }
@@ -263,15 +361,72 @@ impl Uploads {
                 grant.content_type
             )));
         }
+        let now = self.clock.now_millis();
         let len = i64::try_from(body.len()).unwrap_or(i64::MAX);
-        if !self.repo.mark_upload_received(&id, len).await? {
-            return Err(UploadError::AlreadyUploaded);
+        let quota = self.quota(now);
+        match self
+            .repo
+            .mark_upload_received_within(&id, len, &quota)
+            .await?
+        {
+            Received::Marked => {}
+            Received::AlreadyReceived => return Err(UploadError::AlreadyUploaded),
+            Received::OverQuota => {
+                let key = UserKey::parse(&grant.user_key).ok_or(UploadError::InvalidSignature)?;
+                let usage = self.repo.upload_usage(&key, &quota).await?;
+                return Err(self.originals_refusal(&usage, now));
+            }
         }
         self.store
             .put(&paths::original(&id), body)
             .await
             .map_err(UploadError::Store)?;
         Ok(())
+    }
+
+    /// The quota in force at `now`.
+    fn quota(&self, now: crate::clock::Millis) -> UploadQuota {
+        let s = &self.settings;
+        UploadQuota {
+            grants_since: now.saturating_sub(millis(s.grant_window)),
+            max_grants: s.grants_per_user,
+            originals_since: now.saturating_sub(millis(s.temp_retention)),
+            max_originals: s.max_pending_originals,
+            max_original_bytes: i64::try_from(s.max_pending_original_bytes).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// Record a grant (or a single-request upload) if it fits the user's quota, or the refusal.
+    async fn create_within_quota(
+        &self,
+        record: &UploadRecord,
+        now: crate::clock::Millis,
+    ) -> Result<(), UploadError> {
+        let quota = self.quota(now);
+        if self.repo.create_upload_within(record, &quota).await? {
+            return Ok(());
+        }
+        let usage = self.repo.upload_usage(&record.user_key, &quota).await?;
+        if !usage.grant_fits(&quota) {
+            let frees_at = usage
+                .oldest_grant
+                .unwrap_or(now)
+                .saturating_add(millis(self.settings.grant_window));
+            return Err(UploadError::GrantQuota {
+                retry_after: wait_until(now, frees_at),
+            });
+        }
+        Err(self.originals_refusal(&usage, now))
+    }
+
+    fn originals_refusal(&self, usage: &UploadUsage, now: crate::clock::Millis) -> UploadError {
+        let frees_at = usage
+            .oldest_original
+            .unwrap_or(now)
+            .saturating_add(millis(self.settings.temp_retention));
+        UploadError::OriginalsQuota {
+            retry_after: wait_until(now, frees_at),
+        }
     }
 
     /// Start processing an uploaded original.
@@ -288,6 +443,9 @@ impl Uploads {
         };
         if upload.received_bytes.is_none() {
             return Err(UploadError::Incomplete);
+        }
+        if let Some(existing) = self.repo.job_for_upload(&upload_id).await? {
+            return Err(UploadError::JobExists(existing));
         }
         let original = self
             .store
@@ -319,17 +477,16 @@ impl Uploads {
         self.validate_crop(&body, crop.as_ref())?;
         let now = self.clock.now_millis();
         let upload_id = UploadId::generate();
-        self.repo
-            .create_upload(&UploadRecord {
-                upload_id: upload_id.clone(),
-                user_key: user.key.clone(),
-                content_type: kind.content_type().to_owned(),
-                max_bytes: i64::try_from(self.settings.max_bytes).unwrap_or(i64::MAX),
-                expires_at: now,
-                received_bytes: Some(i64::try_from(body.len()).unwrap_or(i64::MAX)),
-                created_at: now,
-            })
-            .await?;
+        let record = UploadRecord {
+            upload_id: upload_id.clone(),
+            user_key: user.key.clone(),
+            content_type: kind.content_type().to_owned(),
+            max_bytes: i64::try_from(self.settings.max_bytes).unwrap_or(i64::MAX),
+            expires_at: now,
+            received_bytes: Some(i64::try_from(body.len()).unwrap_or(i64::MAX)),
+            created_at: now,
+        };
+        self.create_within_quota(&record, now).await?;
         self.store
             .put(&paths::original(&upload_id), body)
             .await
@@ -345,7 +502,8 @@ impl Uploads {
     ) -> Result<JobAccepted, UploadError> {
         let now = self.clock.now_millis();
         let job_id = JobId::generate();
-        self.repo
+        let enqueued = self
+            .repo
             .enqueue_job(&JobRecord {
                 job_id: job_id.clone(),
                 user_key: key.clone(),
@@ -362,6 +520,9 @@ impl Uploads {
                 updated_at: now,
             })
             .await?;
+        if let Enqueued::Exists(existing) = enqueued {
+            return Err(UploadError::JobExists(existing));
+        }
         self.wake_jobs.notify_one();
         self.notifier
             .publish(
@@ -388,19 +549,105 @@ impl Uploads {
             .ok_or(UploadError::JobNotFound)
     }
 
-    /// Remove the user's uploaded avatar and its variants; their URL falls back to the
-    /// upstream avatar, then the default.
-    pub async fn remove_avatar(&self, user: &User) -> Result<(), UploadError> {
-        let record = self
+    /// Put a failed job of `user` back in the queue, while its original is still in temporary
+    /// storage (`AVATAR_TEMP_RETENTION`): [`UploadError::Expired`] after that,
+    /// [`UploadError::NotRetryable`] for a job that is not failed.
+    pub async fn retry(&self, user: &User, job_id: &str) -> Result<JobAccepted, UploadError> {
+        let job = self.job(user, job_id).await?;
+        if job.status != JobStatus::Failed {
+            return Err(UploadError::NotRetryable(job.status.as_str()));
+        }
+        let now = self.clock.now_millis();
+        let upload = self
             .repo
-            .delete_avatar(&user.key)
+            .upload(&job.upload_id)
             .await?
-            .ok_or(UploadError::NoAvatar)?;
+            .ok_or(UploadError::Expired)?;
+        if upload
+            .created_at
+            .saturating_add(millis(self.settings.temp_retention))
+            <= now
+        {
+            return Err(UploadError::Expired);
+        }
+        match self.store.get(&paths::original(&job.upload_id)).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound) => return Err(UploadError::Expired),
+            Err(other) => return Err(UploadError::Store(other)),
+        }
+        if !self.repo.requeue_failed_job(&job.job_id, now).await? {
+            return Err(UploadError::NotRetryable("no longer failed"));
+        }
+        self.wake_jobs.notify_one();
+        self.notifier
+            .publish(
+                &user.key,
+                EventKind::ProfileImageUpdated,
+                json!({"job_id": job.job_id, "status": "queued"}),
+            )
+            .await;
+        Ok(JobAccepted {
+            status_url: self.urls.job(&job.job_id),
+            events_url: self.urls.events(),
+            job_id: job.job_id,
+            status: "queued",
+        })
+    }
+
+    /// Remove the user's uploaded avatar and its variants; their URL falls back to the
+    /// upstream avatar, then the default. Jobs of the user still queued or running are
+    /// superseded first (failed with `superseded`, their originals deleted), so none of them
+    /// can make a picture current again; [`UploadError::NoAvatar`] when there was neither an
+    /// avatar nor a pending job.
+    pub async fn remove_avatar(&self, user: &User) -> Result<(), UploadError> {
+        let now = self.clock.now_millis();
+        let superseded = self
+            .repo
+            .supersede_jobs(
+                &user.key,
+                now,
+                &JobError {
+                    code: "superseded".into(),
+                    message: "the avatar was deleted before this job finished".into(),
+                    user_message: crate::fault::TRY_AGAIN.into(),
+                },
+            )
+            .await?;
+        for job in &superseded {
+            self.discard_original(&job.upload_id).await;
+            self.notifier
+                .publish(
+                    &user.key,
+                    EventKind::ProfileImageFailed,
+                    json!({"job_id": job.job_id, "code": "superseded",
+                           "user_message": crate::fault::TRY_AGAIN}),
+                )
+                .await;
+        }
+        let Some(record) = self.repo.delete_avatar(&user.key).await? else {
+            return if superseded.is_empty() {
+                Err(UploadError::NoAvatar)
+            } else {
+                Ok(())
+            };
+        };
         let folder = paths::avatar_version(&user.key, &record.version);
         if let Err(e) = self.store.delete_prefix(&folder).await {
             tracing::warn!(error = %e, "could not delete removed variants");
         }
         Ok(())
+    }
+
+    /// Delete an original and stop counting it as pending (best effort: the sweep deletes
+    /// what this could not).
+    async fn discard_original(&self, upload_id: &UploadId) {
+        if let Err(e) = self.store.delete(&paths::original(upload_id)).await {
+            tracing::warn!(error = %e, "could not delete an original (the sweep will)");
+            return;
+        }
+        if let Err(e) = self.repo.settle_original(upload_id).await {
+            tracing::warn!(error = %e, "could not record a deleted original");
+        }
     }
 
     /// Sniff and probe: a supported image within the limits, or a clear 4xx.
@@ -463,10 +710,16 @@ pub fn parse_crop(value: &Value) -> Result<Crop, UploadError> {
     })
 }
 
+/// How long from `now` until `at`, in whole seconds, at least one (for `Retry-After`).
+fn wait_until(now: crate::clock::Millis, at: crate::clock::Millis) -> Duration {
+    let ms = u64::try_from(at.saturating_sub(now)).unwrap_or(0);
+    Duration::from_secs(ms.div_ceil(1000).max(1))
+}
+
 /// A declared type that says nothing about the bytes: empty, or `application/octet-stream`
 /// (what curl and many HTTP libraries label a file part without a known extension). The
 /// bytes are sniffed either way; only a specific non-image claim is refused.
-fn says_nothing(declared: &str) -> bool {
+pub fn says_nothing(declared: &str) -> bool {
     let essence = declared.split(';').next().unwrap_or("").trim();
     essence.is_empty() || essence.eq_ignore_ascii_case("application/octet-stream")
 }

@@ -135,6 +135,31 @@ pub(super) const ENV_KEYS: &[(&str, &str, Kind)] = &[
         "uploads.keep_originals",
         Kind::Bool,
     ),
+    (
+        "AVATAR_MAX_CONCURRENT_UPLOADS",
+        "uploads.max_concurrent_uploads",
+        Kind::Int,
+    ),
+    (
+        "AVATAR_UPLOAD_GRANTS_PER_USER",
+        "uploads.grants_per_user",
+        Kind::Int,
+    ),
+    (
+        "AVATAR_UPLOAD_GRANT_WINDOW",
+        "uploads.grant_window",
+        Kind::Str,
+    ),
+    (
+        "AVATAR_MAX_PENDING_ORIGINALS",
+        "uploads.max_pending_originals",
+        Kind::Int,
+    ),
+    (
+        "AVATAR_MAX_PENDING_ORIGINAL_BYTES",
+        "uploads.max_pending_original_bytes",
+        Kind::Int,
+    ),
     ("AVATAR_JOB_MAX_ATTEMPTS", "jobs.max_attempts", Kind::Int),
     ("AVATAR_JOB_WORKERS", "jobs.workers", Kind::Int),
     ("AVATAR_JOB_RETRY_BASE", "jobs.retry_base", Kind::Str),

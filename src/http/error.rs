@@ -26,10 +26,21 @@ pub struct ApiError {
     message: String,
     user_message: &'static str,
     www_authenticate: Option<&'static str>,
-    /// Seconds a client should wait (`Retry-After`), for refusals that pass with time.
-    retry_after: Option<u64>,
+    /// What few refusals add (boxed: most errors carry none of it).
+    extra: Option<Box<Extra>>,
     /// What went wrong on our side, for the log only.
     cause: Option<String>,
+}
+
+/// The rarely used parts of an [`ApiError`].
+#[derive(Debug, Default)]
+struct Extra {
+    /// `Retry-After`, in whole seconds (429, 503).
+    retry_after: Option<u64>,
+    /// The job a refusal is about (`409 job-exists`), sent as `job_id` in the body.
+    job_id: Option<String>,
+    /// Send `Connection: close`.
+    close: bool,
 }
 
 /// Attached to every error response so [`log_errors`] can log it once, with its cause.
@@ -48,6 +59,8 @@ struct Body<'a> {
     code: &'a str,
     message: &'a str,
     user_message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job_id: Option<&'a str>,
 }
 
 impl ApiError {
@@ -59,7 +72,7 @@ impl ApiError {
             message: message.into(),
             user_message: TRY_AGAIN,
             www_authenticate: None,
-            retry_after: None,
+            extra: None,
             cause: None,
         }
     }
@@ -86,7 +99,7 @@ impl ApiError {
             message: message.into(),
             user_message: crate::fault::SIGN_IN_AGAIN,
             www_authenticate: Some("Bearer"),
-            retry_after: None,
+            extra: None,
             cause: None,
         }
     }
@@ -99,7 +112,7 @@ impl ApiError {
             message: "the service failed to handle this request".into(),
             user_message: TRY_LATER,
             www_authenticate: None,
-            retry_after: None,
+            extra: None,
             cause: Some(format!("{context}: {cause}")),
         }
     }
@@ -112,7 +125,7 @@ impl ApiError {
             message: message.into(),
             user_message: TRY_LATER,
             www_authenticate: None,
-            retry_after: None,
+            extra: None,
             cause: None,
         }
     }
@@ -126,7 +139,10 @@ impl ApiError {
             message: format!("too many requests from this client; retry after {seconds} s"),
             user_message: TRY_LATER,
             www_authenticate: None,
-            retry_after: Some(seconds),
+            extra: Some(Box::new(Extra {
+                retry_after: Some(seconds.max(1)),
+                ..Extra::default()
+            })),
             cause: None,
         }
     }
@@ -140,6 +156,26 @@ impl ApiError {
     /// The same error with another status (for responses reshaped into this form).
     pub fn with_status(mut self, status: StatusCode) -> Self {
         self.status = status;
+        self
+    }
+
+    /// Send `Retry-After` (rounded up to whole seconds, at least 1).
+    pub fn with_retry_after(mut self, after: std::time::Duration) -> Self {
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        self.extra.get_or_insert_default().retry_after = Some(secs.max(1));
+        self
+    }
+
+    /// Ask for the connection to be closed after this response (`Connection: close`): for
+    /// refusals sent before a request body was read, so the body is never waited for.
+    pub fn closing_connection(mut self) -> Self {
+        self.extra.get_or_insert_default().close = true;
+        self
+    }
+
+    /// Name the job a refusal is about (`job_id` in the body).
+    pub fn with_job_id(mut self, job_id: impl Into<String>) -> Self {
+        self.extra.get_or_insert_default().job_id = Some(job_id.into());
         self
     }
 
@@ -166,6 +202,7 @@ impl IntoResponse for ApiError {
             code: self.code,
             message: &self.message,
             user_message: self.user_message,
+            job_id: self.extra.as_ref().and_then(|e| e.job_id.as_deref()),
         };
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(challenge) = self.www_authenticate {
@@ -174,10 +211,16 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(challenge),
             );
         }
-        if let Some(seconds) = self.retry_after {
+        let extra = self.extra.unwrap_or_default();
+        if extra.close {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Some(secs) = extra.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
             .headers_mut()
@@ -259,6 +302,25 @@ impl From<UploadError> for ApiError {
             U::InvalidImage(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-image"),
             U::TooComplex(_) => (StatusCode::UNPROCESSABLE_ENTITY, "image-too-complex"),
             U::InvalidCrop(_) => (StatusCode::BAD_REQUEST, "invalid-crop"),
+            U::Busy => {
+                return ApiError::unavailable("uploads-busy", message)
+                    .with_retry_after(std::time::Duration::from_secs(1));
+            }
+            U::GrantQuota { retry_after } => {
+                return ApiError::client(StatusCode::TOO_MANY_REQUESTS, "upload-quota", message)
+                    .with_user_message(TRY_LATER)
+                    .with_retry_after(retry_after);
+            }
+            U::OriginalsQuota { retry_after } => {
+                return ApiError::client(StatusCode::TOO_MANY_REQUESTS, "originals-quota", message)
+                    .with_user_message(TRY_LATER)
+                    .with_retry_after(retry_after);
+            }
+            U::JobExists(job_id) => {
+                return ApiError::client(StatusCode::CONFLICT, "job-exists", message)
+                    .with_job_id(job_id.as_str());
+            }
+            U::NotRetryable(_) => (StatusCode::CONFLICT, "job-not-retryable"),
         };
         ApiError::client(status, code, message)
     }

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `GET/HEAD /avatar/{key}[.png/.jpg/.webp]` | `<img>` tags, no auth | [`avatars`] |
 //! | `POST /v1/identities/rewrite`, `PUT /v1/identities/{user_id}`, `DELETE /v1/cache/{key}` | backends, API key | [`identities`] |
-//! | `POST /v1/uploads`, `PUT /v1/uploads/{id}`, `POST/DELETE /v1/avatar`, `GET /v1/jobs/{id}` | users, JWT | [`uploads`] |
+//! | `POST /v1/uploads`, `PUT /v1/uploads/{id}`, `POST/DELETE /v1/avatar`, `GET /v1/jobs/{id}`, `POST /v1/jobs/{id}/retry` | users, JWT | [`uploads`] |
 //! | `GET /v1/events` (WebSocket / SSE) | users, JWT | [`events`] |
 //! | `GET /healthz`, `/readyz`, `/metrics`, `/v1/limits` | operators, clients | [`ops`] |
 //! | `GET /demo/`, `POST /demo/token` (demo mode only) | people trying the service | [`demo`] |

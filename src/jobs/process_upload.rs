@@ -61,6 +61,14 @@ enum Failure {
     Transient(String),
 }
 
+/// A fault on our side while `doing` something: its cause (which may name files, buckets or
+/// database details) is logged here, once; the job record, its events and the status API only
+/// ever carry the safe text.
+fn internal(job: &JobRecord, doing: &'static str, cause: &dyn std::fmt::Display) -> Failure {
+    tracing::warn!(job_id = %job.job_id, error = %cause, "process-upload failed while {doing}");
+    Failure::Transient(format!("an internal fault while {doing}"))
+}
+
 /// What a finished run records.
 #[derive(Debug)]
 pub struct Processed {
@@ -134,7 +142,7 @@ impl ProcessUpload {
                 crate::store::StoreError::NotFound => {
                     Failure::Invalid("invalid-image", "the uploaded original is gone".into())
                 }
-                other => Failure::Transient(other.to_string()),
+                other => internal(job, "reading the original", &other),
             })?;
         let crop: Option<Crop> = job.crop;
         let sizes = self.uploads.variant_sizes.clone();
@@ -160,7 +168,7 @@ impl ProcessUpload {
                     };
                     Failure::Invalid(code, e.to_string())
                 }
-                other => Failure::Transient(other.to_string()),
+                other => internal(job, "rendering", &other),
             })?;
         // The version names the content: the largest non-WebP variant's digest.
         let largest = rendered
@@ -177,7 +185,7 @@ impl ProcessUpload {
             self.store
                 .put(&path, Bytes::from(encoded.bytes.clone()))
                 .await
-                .map_err(|e| Failure::Transient(e.to_string()))?;
+                .map_err(|e| internal(job, "storing the variants", &e))?;
             stored.push(StoredVariant {
                 size: *size,
                 width: encoded.width,
@@ -252,15 +260,26 @@ impl ProcessUpload {
         } = processed;
         let now = job.updated_at;
         let key = job.user_key.clone();
-        let previous = self
-            .repo
-            .set_avatar(&AvatarRecord {
-                user_key: key.clone(),
-                version: version.clone(),
-                variants: variants.clone(),
-                updated_at: now,
-            })
-            .await?;
+        let avatar = AvatarRecord {
+            user_key: key.clone(),
+            version: version.clone(),
+            variants: variants.clone(),
+            updated_at: now,
+        };
+        job.status = JobStatus::Completed;
+        job.error = None;
+        job.result = Some(self.result(&key, &version, &variants, exif, took));
+        // One transaction: a job superseded meanwhile (`DELETE /v1/avatar`) or reclaimed by
+        // another runner settles nothing and makes nothing current.
+        let Some(previous) = self.repo.complete_job(&job, owner, &avatar).await? else {
+            let superseded = self.repo.job(&job.job_id).await?.is_some_and(|j| {
+                j.error.is_some_and(|e| e.code == "superseded") && j.status == JobStatus::Failed
+            });
+            if superseded {
+                self.drop_unused_version(&key, &version).await;
+            }
+            return Ok(false);
+        };
         self.avatars.forget(&key);
         if let Some(old) = previous.filter(|p| p.version != version)
             && let Err(e) = self
@@ -270,13 +289,10 @@ impl ProcessUpload {
         {
             tracing::warn!(error = %e, "could not delete a replaced avatar's variants");
         }
-        if !self.uploads.keep_originals
-            && let Err(e) = self
-                .store
-                .delete_prefix(&paths::original(&job.upload_id))
-                .await
-        {
-            tracing::warn!(error = %e, "could not delete a processed original (the sweep will)");
+        if !self.uploads.keep_originals {
+            self.delete_original(&job).await;
+        } else if let Err(e) = self.repo.settle_original(&job.upload_id).await {
+            tracing::warn!(error = %e, "could not record a processed original");
         }
         let urls: serde_json::Map<String, Value> = self
             .uploads
@@ -287,28 +303,6 @@ impl ProcessUpload {
                 (s.to_string(), Value::String(url))
             })
             .collect();
-        let reported = variants
-            .iter()
-            .map(|v| ReportedVariant {
-                size: v.size,
-                width: v.width,
-                height: v.height,
-                format: v.format,
-                bytes: v.bytes,
-                url: self.urls.avatar_file(&key, v.format, v.size, &version),
-            })
-            .collect();
-        job.status = JobStatus::Completed;
-        job.error = None;
-        job.result = Some(JobResult {
-            version: version.clone(),
-            variants: reported,
-            exif,
-            processing_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
-        });
-        if !self.repo.update_job(&job, owner).await? {
-            return Ok(false);
-        }
         self.notifier
             .publish(
                 &key,
@@ -320,7 +314,66 @@ impl ProcessUpload {
         Ok(true)
     }
 
-    /// Record a failure for good, drop the original, tell the user.
+    /// The result a completed job reports.
+    fn result(
+        &self,
+        key: &crate::keys::UserKey,
+        version: &str,
+        variants: &[StoredVariant],
+        exif: Value,
+        took: Duration,
+    ) -> JobResult {
+        let reported = variants
+            .iter()
+            .map(|v| ReportedVariant {
+                size: v.size,
+                width: v.width,
+                height: v.height,
+                format: v.format,
+                bytes: v.bytes,
+                url: self.urls.avatar_file(key, v.format, v.size, version),
+            })
+            .collect();
+        JobResult {
+            version: version.to_owned(),
+            variants: reported,
+            exif,
+            processing_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Delete a job's original (one blob, not a folder) and stop counting it as pending; the
+    /// sweep deletes what this could not.
+    async fn delete_original(&self, job: &JobRecord) {
+        if let Err(e) = self.store.delete(&paths::original(&job.upload_id)).await {
+            tracing::warn!(error = %e, "could not delete a processed original (the sweep will)");
+            return;
+        }
+        if let Err(e) = self.repo.settle_original(&job.upload_id).await {
+            tracing::warn!(error = %e, "could not record a deleted original");
+        }
+    }
+
+    /// Variants rendered by a superseded job: delete them unless they are the current
+    /// avatar's (the same picture uploaded again). (A job reclaimed by another runner keeps
+    /// them: its new owner writes the same files.)
+    async fn drop_unused_version(&self, key: &crate::keys::UserKey, version: &str) {
+        match self.repo.avatar(key).await {
+            Ok(Some(current)) if current.version == version => {}
+            Ok(_) => {
+                if let Err(e) = self
+                    .store
+                    .delete_prefix(&paths::avatar_version(key, version))
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not delete an unused version's variants");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not check an unused version"),
+        }
+    }
+
+    /// Record a failure for good, drop the original unless a retry can use it, tell the user.
     async fn fail(
         &self,
         mut job: JobRecord,
@@ -336,10 +389,12 @@ impl ProcessUpload {
         if !self.repo.update_job(&job, owner).await? {
             return Ok(false);
         }
-        let _ = self
-            .store
-            .delete_prefix(&paths::original(&job.upload_id))
-            .await;
+        // A job that gave up on our faults keeps its original until AVATAR_TEMP_RETENTION, so
+        // its owner can retry it (`POST /v1/jobs/{id}/retry`); retrying cannot help an image
+        // that is at fault, so that original goes now.
+        if code != "processing-failed" {
+            self.delete_original(&job).await;
+        }
         self.notifier
             .publish(
                 &job.user_key,

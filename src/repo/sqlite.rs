@@ -12,11 +12,25 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    AvatarRecord, Identity, JobId, JobRecord, JobStatus, OutboxMessage, Repo, RepoError, UploadId,
-    UploadRecord,
+    AvatarRecord, Enqueued, Identity, JobError, JobId, JobRecord, JobStatus, OutboxMessage,
+    Received, Repo, RepoError, UploadId, UploadQuota, UploadRecord, UploadUsage,
 };
 use crate::clock::Millis;
 use crate::keys::UserKey;
+
+/// The condition on an `uploads` row `p` that makes it a pending original of the user `$user`
+/// (SQL text): bytes received for a grant created at or after `$since`, not yet processed or
+/// deleted.
+macro_rules! pending {
+    ($user:literal, $since:literal) => {
+        concat!(
+            "p.user_key = ",
+            $user,
+            " AND p.received_bytes IS NOT NULL AND p.original_settled = 0 AND p.created_at >= ",
+            $since
+        )
+    };
+}
 
 /// SQLite-backed metadata store.
 #[derive(Clone)]
@@ -158,11 +172,118 @@ impl Repo for SqliteRepo {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn enqueue_job(&self, j: &JobRecord) -> Result<(), RepoError> {
-        sqlx::query(
+    async fn create_upload_within(
+        &self,
+        u: &UploadRecord,
+        q: &UploadQuota,
+    ) -> Result<bool, RepoError> {
+        // One statement: SQLite serialises writers, so concurrent grants cannot overshoot.
+        let done = sqlx::query(concat!(
+            "INSERT INTO uploads (upload_id, user_key, content_type, max_bytes, expires_at, received_bytes, created_at)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+             WHERE (SELECT COUNT(*) FROM uploads WHERE user_key = ?2 AND created_at > ?8) < ?9
+               AND (?6 IS NULL OR (
+                   (SELECT COUNT(*) FROM uploads p WHERE ",
+            pending!("?2", "?10"),
+            ") < ?11
+                   AND (SELECT COALESCE(SUM(received_bytes), 0) FROM uploads p WHERE ",
+            pending!("?2", "?10"),
+            ") + ?6 <= ?12))"
+        ))
+        .bind(u.upload_id.as_str())
+        .bind(u.user_key.as_str())
+        .bind(&u.content_type)
+        .bind(u.max_bytes)
+        .bind(u.expires_at)
+        .bind(u.received_bytes)
+        .bind(u.created_at)
+        .bind(q.grants_since)
+        .bind(i64::from(q.max_grants))
+        .bind(q.originals_since)
+        .bind(i64::from(q.max_originals))
+        .bind(q.max_original_bytes)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn mark_upload_received_within(
+        &self,
+        upload_id: &UploadId,
+        bytes: i64,
+        q: &UploadQuota,
+    ) -> Result<Received, RepoError> {
+        let done = sqlx::query(concat!(
+            "UPDATE uploads SET received_bytes = ?2
+             WHERE upload_id = ?1 AND received_bytes IS NULL
+               AND (SELECT COUNT(*) FROM uploads p WHERE ",
+            pending!("uploads.user_key", "?3"),
+            ") < ?4
+               AND (SELECT COALESCE(SUM(received_bytes), 0) FROM uploads p WHERE ",
+            pending!("uploads.user_key", "?3"),
+            ") + ?2 <= ?5"
+        ))
+        .bind(upload_id.as_str())
+        .bind(bytes)
+        .bind(q.originals_since)
+        .bind(i64::from(q.max_originals))
+        .bind(q.max_original_bytes)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(Received::Marked);
+        }
+        Ok(match self.upload(upload_id).await? {
+            Some(u) if u.received_bytes.is_none() => Received::OverQuota,
+            _ => Received::AlreadyReceived,
+        })
+    }
+
+    async fn upload_usage(&self, key: &UserKey, q: &UploadQuota) -> Result<UploadUsage, RepoError> {
+        let row = sqlx::query(concat!(
+            "SELECT
+                (SELECT COUNT(*) FROM uploads WHERE user_key = ?1 AND created_at > ?2) AS grants,
+                (SELECT MIN(created_at) FROM uploads WHERE user_key = ?1 AND created_at > ?2) AS oldest_grant,
+                (SELECT COUNT(*) FROM uploads p WHERE ",
+            pending!("?1", "?3"),
+            ") AS originals,
+                (SELECT COALESCE(SUM(received_bytes), 0) FROM uploads p WHERE ",
+            pending!("?1", "?3"),
+            ") AS original_bytes,
+                (SELECT MIN(created_at) FROM uploads p WHERE ",
+            pending!("?1", "?3"),
+            ") AS oldest_original"
+        ))
+        .bind(key.as_str())
+        .bind(q.grants_since)
+        .bind(q.originals_since)
+        .fetch_one(&self.pool)
+        .await?;
+        let table = "uploads";
+        Ok(UploadUsage {
+            grants: count(&row, table, "grants")?,
+            oldest_grant: column(&row, table, "oldest_grant")?,
+            originals: count(&row, table, "originals")?,
+            original_bytes: column(&row, table, "original_bytes")?,
+            oldest_original: column(&row, table, "oldest_original")?,
+        })
+    }
+
+    async fn settle_original(&self, upload_id: &UploadId) -> Result<(), RepoError> {
+        sqlx::query("UPDATE uploads SET original_settled = 1 WHERE upload_id = ?1")
+            .bind(upload_id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn enqueue_job(&self, j: &JobRecord) -> Result<Enqueued, RepoError> {
+        // The unique index on upload_id decides; the loser reads the winner's id.
+        let inserted = sqlx::query(
             "INSERT INTO jobs (job_id, user_key, upload_id, crop, status, attempts, run_at, locked_until,
                                result, error, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT (upload_id) DO NOTHING",
         )
         .bind(j.job_id.as_str())
         .bind(j.user_key.as_str())
@@ -178,7 +299,102 @@ impl Repo for SqliteRepo {
         .bind(j.updated_at)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        if inserted.rows_affected() == 1 {
+            return Ok(Enqueued::New);
+        }
+        let existing: String = sqlx::query_scalar("SELECT job_id FROM jobs WHERE upload_id = ?1")
+            .bind(j.upload_id.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        JobId::parse(&existing)
+            .map(Enqueued::Exists)
+            .ok_or_else(|| corrupt("jobs", "job_id", "not a job id"))
+    }
+
+    async fn job_for_upload(&self, upload_id: &UploadId) -> Result<Option<JobId>, RepoError> {
+        let raw: Option<String> =
+            sqlx::query_scalar("SELECT job_id FROM jobs WHERE upload_id = ?1")
+                .bind(upload_id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        raw.map(|r| JobId::parse(&r).ok_or_else(|| corrupt("jobs", "job_id", "not a job id")))
+            .transpose()
+    }
+
+    async fn requeue_failed_job(&self, job_id: &JobId, now: Millis) -> Result<bool, RepoError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'queued', attempts = 0, run_at = ?2, locked_until = NULL,
+                             locked_by = NULL, result = NULL, error = NULL, updated_at = ?2
+             WHERE job_id = ?1 AND status = 'failed'",
+        )
+        .bind(job_id.as_str())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn supersede_jobs(
+        &self,
+        key: &UserKey,
+        now: Millis,
+        error: &JobError,
+    ) -> Result<Vec<JobRecord>, RepoError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE user_key = ?1 AND status IN ('queued', 'processing')",
+        )
+        .bind(key.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE jobs SET status = 'failed', locked_until = NULL, locked_by = NULL,
+                             error = ?3, updated_at = ?2
+             WHERE user_key = ?1 AND status IN ('queued', 'processing')",
+        )
+        .bind(key.as_str())
+        .bind(now)
+        .bind(to_json(&Some(error))?)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(job_of).collect()
+    }
+
+    async fn complete_job(
+        &self,
+        j: &JobRecord,
+        owner: &str,
+        avatar: &AvatarRecord,
+    ) -> Result<Option<Option<AvatarRecord>>, RepoError> {
+        let mut tx = self.pool.begin().await?;
+        let settled = sqlx::query(
+            "UPDATE jobs SET status = ?2, run_at = ?3, locked_until = NULL, locked_by = NULL,
+                             result = ?4, error = ?5, updated_at = ?6
+             WHERE job_id = ?1 AND status = 'processing' AND locked_by = ?7",
+        )
+        .bind(j.job_id.as_str())
+        .bind(j.status.as_str())
+        .bind(j.run_at)
+        .bind(to_json(&j.result)?)
+        .bind(to_json(&j.error)?)
+        .bind(j.updated_at)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        if settled.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let previous = sqlx::query("SELECT * FROM avatars WHERE user_key = ?1")
+            .bind(avatar.user_key.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .as_ref()
+            .map(avatar_of)
+            .transpose()?;
+        upsert_avatar(&mut tx, avatar).await?;
+        tx.commit().await?;
+        Ok(Some(previous))
     }
 
     async fn job(&self, job_id: &JobId) -> Result<Option<JobRecord>, RepoError> {
@@ -259,17 +475,7 @@ impl Repo for SqliteRepo {
             .as_ref()
             .map(avatar_of)
             .transpose()?;
-        sqlx::query(
-            "INSERT INTO avatars (user_key, version, variants, updated_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (user_key) DO UPDATE SET version = excluded.version,
-                 variants = excluded.variants, updated_at = excluded.updated_at",
-        )
-        .bind(a.user_key.as_str())
-        .bind(&a.version)
-        .bind(to_json(&Some(&a.variants))?)
-        .bind(a.updated_at)
-        .execute(&mut *tx)
-        .await?;
+        upsert_avatar(&mut tx, a).await?;
         tx.commit().await?;
         Ok(previous)
     }
@@ -420,6 +626,24 @@ impl Repo for SqliteRepo {
             .await?;
         Ok(row.is_some())
     }
+}
+
+async fn upsert_avatar(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    a: &AvatarRecord,
+) -> Result<(), RepoError> {
+    sqlx::query(
+        "INSERT INTO avatars (user_key, version, variants, updated_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (user_key) DO UPDATE SET version = excluded.version,
+             variants = excluded.variants, updated_at = excluded.updated_at",
+    )
+    .bind(a.user_key.as_str())
+    .bind(&a.version)
+    .bind(to_json(&Some(&a.variants))?)
+    .bind(a.updated_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// A column of the row, or [`RepoError::Corrupt`] when it is missing or of another type.

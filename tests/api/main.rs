@@ -16,6 +16,7 @@ mod ops;
 mod rate_limits;
 mod serving;
 mod upload_flows;
+mod upload_lifecycle;
 mod upstream_backoff;
 mod upstream_faults;
 mod upstream_generated;

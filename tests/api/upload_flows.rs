@@ -535,6 +535,9 @@ impl BlobStore for FlakyStore {
     async fn get(&self, path: &str) -> Result<Bytes, StoreError> {
         self.inner.get(path).await
     }
+    async fn delete(&self, path: &str) -> Result<(), StoreError> {
+        self.inner.delete(path).await
+    }
     async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
         self.inner.delete_prefix(prefix).await
     }

@@ -460,6 +460,9 @@ impl avatar_proxy::store::BlobStore for DownStore {
     async fn get(&self, _: &str) -> Result<bytes::Bytes, avatar_proxy::store::StoreError> {
         Err(avatar_proxy::store::StoreError::NotFound)
     }
+    async fn delete(&self, _: &str) -> Result<(), avatar_proxy::store::StoreError> {
+        Ok(())
+    }
     async fn delete_prefix(&self, _: &str) -> Result<usize, avatar_proxy::store::StoreError> {
         Ok(0)
     }
