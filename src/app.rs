@@ -134,7 +134,7 @@ impl Application {
         };
         let state = AppState::new(App {
             jwt: crate::auth::verifier(&settings.auth)
-                .map_err(|e| anyhow::anyhow!("invalid configuration: auth: {e}"))?,
+                .map_err(|e| anyhow::anyhow!("invalid configuration: auth (AVATAR_JWT_*): {e}"))?,
             api_key_digests: api_key_digests(&settings),
             metrics: Metrics {
                 prometheus,
@@ -238,7 +238,7 @@ fn prepare_cache_dir(settings: &Settings) -> anyhow::Result<Vec<u8>> {
     crate::fsutil::restrict_new_files();
     crate::fsutil::create_private_dir(dir).with_context(|| {
         format!(
-            "cannot create the cache directory (cache.dir = {})",
+            "cannot create the cache directory (cache.dir, AVATAR_CACHE_DIR = {})",
             dir.display()
         )
     })?;
@@ -251,7 +251,7 @@ async fn bind(settings: &Settings) -> anyhow::Result<(TcpListener, PublicUrls)> 
     let addr = settings.server.listen;
     let listener = TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {addr} (server.listen)"))?;
+        .with_context(|| format!("cannot listen on {addr} (server.listen, AVATAR_LISTEN)"))?;
     let urls = match &settings.server.public_base_url {
         Some(base) => PublicUrls::new(base.as_str()),
         None => PublicUrls::new(&format!("http://{}", listener.local_addr()?)),

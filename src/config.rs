@@ -12,10 +12,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod bounds;
 mod env;
+mod redact;
 
 pub use crate::hosts::HostPattern;
-use env::{env_key, env_value, merge, set_path};
+use env::{env_key, env_name_of, env_value, merge, set_path};
+pub use env::{numeric_variables, unknown_variables};
 
 /// The defaults, documented key by key; the base layer of every configuration.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -517,7 +520,9 @@ impl Settings {
             set_path(&mut table, &key, value);
             sources.insert(key, name);
         }
-        let named = |path: String| match sources.get(&path) {
+        // Every error names the variable that sets its key, whichever layer the value came from.
+        let named = |path: String| match sources.get(&path).cloned().or_else(|| env_name_of(&path))
+        {
             Some(var) => format!("{path} ({var})"),
             None => path,
         };
@@ -536,6 +541,7 @@ impl Settings {
         self.validate_images_and_cache(&key)?;
         self.validate_uploads_and_jobs(&key)?;
         self.validate_webhooks_and_upstreams(&key)?;
+        self.validate_bounds(&key)?;
         Ok(())
     }
 
@@ -547,6 +553,17 @@ impl Settings {
             return Err(invalid(
                 key("server.public_base_url"),
                 "must be an http or https URL",
+            ));
+        }
+        if self.server.listen.ip().is_unspecified() && self.server.public_base_url.is_none() {
+            return Err(invalid(
+                key("server.public_base_url"),
+                format!(
+                    "AVATAR_PUBLIC_BASE_URL must be set when AVATAR_LISTEN is a wildcard address \
+                     ({}): browsers cannot load images from it; set AVATAR_PUBLIC_BASE_URL to \
+                     the URL browsers use, e.g. https://avatars.example.com",
+                    self.server.listen
+                ),
             ));
         }
         if self.server.rewrite_max_records == 0 {
@@ -616,7 +633,12 @@ impl Settings {
             ));
         }
         if self.cache.fresh_for().is_zero() {
-            return Err(invalid(key("cache.ttl"), "must be longer than zero"));
+            let at_fault = if self.cache.ttl.is_some() {
+                "cache.ttl"
+            } else {
+                "cache.ttl_hours"
+            };
+            return Err(invalid(key(at_fault), "must be longer than zero"));
         }
         Ok(())
     }
@@ -693,9 +715,13 @@ impl Settings {
         sizes
     }
 
-    /// The effective configuration as TOML, secrets redacted.
+    /// The effective configuration as TOML, secrets redacted, and the userinfo and query of
+    /// every URL-shaped value (whatever its key) replaced by `redacted`.
     pub fn redacted_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+        let rendered = toml::Value::try_from(self).map(redact::redact_urls);
+        rendered
+            .and_then(|v| toml::to_string_pretty(&v))
+            .unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }
 
@@ -738,6 +764,16 @@ mod human_duration {
             Raw::Text(t) => humantime::parse_duration(t.trim())
                 .map_err(|e| format!("`{t}` is not a duration like 90s, 24h or 7d ({e})")),
         }
+        .and_then(|d| {
+            if d > super::bounds::MAX_DURATION {
+                Err(format!(
+                    "{} is too long: at most 100 years",
+                    humantime::format_duration(d)
+                ))
+            } else {
+                Ok(d)
+            }
+        })
     }
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
