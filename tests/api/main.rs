@@ -9,6 +9,7 @@ mod config_cli;
 mod connections;
 mod identities;
 mod image_content;
+mod invalidation_races;
 mod ops;
 mod serving;
 mod upload_flows;
