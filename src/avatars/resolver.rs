@@ -87,9 +87,12 @@ struct Inner {
     settings: AvatarSettings,
     /// Renditions ready to serve, each with the generation of its key when its build began.
     memory: MemoryTier<RenditionKey, Stamped<Rendition>>,
-    /// Per user key (uploads, deletes, registrations) and per upstream copy key (purges): bumped
-    /// by every invalidation, so builds begun before it never reach a reader after it.
+    /// Per user key (uploads, deletes, registrations, purges): bumped by every invalidation, so
+    /// builds begun before it never reach a reader after it.
     generations: Generations,
+    /// Per upstream copy key (purges): a fetch in flight during a purge leaves nothing on disk.
+    /// Apart from `generations`, so a user's change never costs an unrelated fetch its copy.
+    copy_generations: Generations,
     disk: DiskTier,
     fetcher: Fetcher,
     repo: Arc<dyn Repo>,
@@ -139,6 +142,7 @@ impl Avatars {
             settings,
             memory: MemoryTier::new(memory_budget),
             generations: Generations::default(),
+            copy_generations: Generations::default(),
             disk,
             fetcher,
             repo,
@@ -335,7 +339,7 @@ impl Avatars {
         if let Some(url) = identity.and_then(|i| i.upstream_url) {
             let skey = source_key(&url);
             // Fetches in flight now store nothing that outlives this purge.
-            self.0.generations.bump(&*skey);
+            self.0.copy_generations.bump(&*skey);
             if let Some(entry) = self.0.disk.peek(&skey) {
                 for vkey in self
                     .0

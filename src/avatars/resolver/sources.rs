@@ -158,7 +158,7 @@ impl Avatars {
         validators: Option<Validators>,
     ) -> FetchResult {
         let key = source_key(url);
-        let generation = self.0.generations.current(&*key);
+        let generation = self.0.copy_generations.current(&*key);
         let this = self.clone();
         let url = url.to_owned();
         let flight_key = (key.clone(), generation);
@@ -169,7 +169,7 @@ impl Avatars {
                 // Purged while in flight: what was stored is not the state after the purge.
                 // (Stored first, checked second; the purge bumps first, removes second: one of
                 // the two removes it.)
-                if !this.0.generations.is_current(&*key, generation) {
+                if !this.0.copy_generations.is_current(&*key, generation) {
                     this.0.disk.remove(&key).await;
                 }
                 result
