@@ -134,7 +134,7 @@ impl Application {
         };
         let state = AppState::new(App {
             jwt: crate::auth::verifier(&settings.auth)
-                .map_err(|e| anyhow::anyhow!("invalid configuration: auth (AVATAR_JWT_*): {e}"))?,
+                .map_err(|e| anyhow::anyhow!("invalid configuration: auth.jwt_* (AVATAR_JWT_ALGORITHM, AVATAR_JWT_SECRET, AVATAR_JWT_PUBLIC_KEY or _FILE): {e}"))?,
             api_key_digests: api_key_digests(&settings),
             metrics: Metrics {
                 prometheus,

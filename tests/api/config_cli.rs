@@ -203,6 +203,7 @@ fn start_up_errors_name_the_environment_variable() {
         ("AVATAR_DATABASE_URL", "nope://x"),
         ("AVATAR_JWT_PUBLIC_KEY_FILE", "/nonexistent/key.pem"),
         ("AVATAR_CACHE_TTL_HOURS", "0"),
+        ("AVATAR_JWT_PUBLIC_KEY", "not a PEM key"),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = binary()
