@@ -18,6 +18,9 @@ RUN apt-get update \
     && chmod 700 /var/lib/avatar-proxy/cache
 COPY --from=build /src/target/release/avatar-proxy /usr/local/bin/avatar-proxy
 USER avatar
+# 0.0.0.0 is an address to bind, not one browsers can reach: the service refuses to start until
+# AVATAR_PUBLIC_BASE_URL says where browsers find it, e.g.
+#   docker run -e AVATAR_PUBLIC_BASE_URL=https://avatars.example.com -p 8080:8080 … avatar-proxy
 ENV AVATAR_LISTEN=0.0.0.0:8080 \
     AVATAR_CACHE_DIR=/var/lib/avatar-proxy/cache \
     AVATAR_LOG_FORMAT=json

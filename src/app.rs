@@ -149,7 +149,7 @@ impl Application {
         let state = AppState::new(App {
             demo,
             jwt: crate::auth::verifier(&settings.auth)
-                .map_err(|e| anyhow::anyhow!("invalid configuration: auth: {e}"))?,
+                .map_err(|e| anyhow::anyhow!("invalid configuration: auth.jwt_* (AVATAR_JWT_ALGORITHM, AVATAR_JWT_SECRET, AVATAR_JWT_PUBLIC_KEY or _FILE): {e}"))?,
             api_key_digests: api_key_digests(&settings),
             metrics: Metrics {
                 prometheus,
@@ -260,7 +260,7 @@ fn prepare_cache_dir(settings: &Settings) -> anyhow::Result<Vec<u8>> {
     crate::fsutil::restrict_new_files();
     crate::fsutil::create_private_dir(dir).with_context(|| {
         format!(
-            "cannot create the cache directory (cache.dir = {})",
+            "cannot create the cache directory (cache.dir, AVATAR_CACHE_DIR = {})",
             dir.display()
         )
     })?;
@@ -273,7 +273,7 @@ async fn bind(settings: &Settings) -> anyhow::Result<(TcpListener, PublicUrls)> 
     let addr = settings.server.listen;
     let listener = TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {addr} (server.listen)"))?;
+        .with_context(|| format!("cannot listen on {addr} (server.listen, AVATAR_LISTEN)"))?;
     let urls = match &settings.server.public_base_url {
         Some(base) => PublicUrls::new(base.as_str()),
         None => PublicUrls::new(&format!("http://{}", listener.local_addr()?)),

@@ -25,10 +25,9 @@ pub fn verifier(s: &AuthSettings) -> Result<Option<jwt::JwtVerifier>, String> {
     let pem = if !s.jwt_public_key.trim().is_empty() {
         Some(s.jwt_public_key.as_bytes().to_vec())
     } else if !s.jwt_public_key_file.trim().is_empty() {
-        Some(
-            std::fs::read(s.jwt_public_key_file.trim())
-                .map_err(|e| format!("cannot read auth.jwt_public_key_file: {e}"))?,
-        )
+        Some(std::fs::read(s.jwt_public_key_file.trim()).map_err(|e| {
+            format!("cannot read auth.jwt_public_key_file (AVATAR_JWT_PUBLIC_KEY_FILE): {e}")
+        })?)
     } else {
         None
     };

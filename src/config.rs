@@ -12,10 +12,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod bounds;
 mod env;
+mod redact;
 
 pub use crate::hosts::HostPattern;
-use env::{env_key, env_value, merge, set_path};
+use env::{env_key, env_name_of, env_value, merge, set_path};
+pub use env::{numeric_variables, unknown_variables};
 
 /// The defaults, documented key by key; the base layer of every configuration.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -622,7 +625,9 @@ impl Settings {
             set_path(&mut table, &key, value);
             sources.insert(key, name);
         }
-        let named = |path: String| match sources.get(&path) {
+        // Every error names the variable that sets its key, whichever layer the value came from.
+        let named = |path: String| match sources.get(&path).cloned().or_else(|| env_name_of(&path))
+        {
             Some(var) => format!("{path} ({var})"),
             None => path,
         };
@@ -641,6 +646,7 @@ impl Settings {
         self.validate_images_and_cache(&key)?;
         self.validate_uploads_and_jobs(&key)?;
         self.validate_webhooks_and_upstreams(&key)?;
+        self.validate_bounds(&key)?;
         Ok(())
     }
 
@@ -652,6 +658,17 @@ impl Settings {
             return Err(invalid(
                 key("server.public_base_url"),
                 "must be an http or https URL",
+            ));
+        }
+        if self.server.listen.ip().is_unspecified() && self.server.public_base_url.is_none() {
+            return Err(invalid(
+                key("server.public_base_url"),
+                format!(
+                    "AVATAR_PUBLIC_BASE_URL must be set when AVATAR_LISTEN is a wildcard address \
+                     ({}): browsers cannot load images from it; set AVATAR_PUBLIC_BASE_URL to \
+                     the URL browsers use, e.g. https://avatars.example.com",
+                    self.server.listen
+                ),
             ));
         }
         if self.server.rewrite_max_records == 0 {
@@ -721,7 +738,12 @@ impl Settings {
             ));
         }
         if self.cache.fresh_for().is_zero() {
-            return Err(invalid(key("cache.ttl"), "must be longer than zero"));
+            let at_fault = if self.cache.ttl.is_some() {
+                "cache.ttl"
+            } else {
+                "cache.ttl_hours"
+            };
+            return Err(invalid(key(at_fault), "must be longer than zero"));
         }
         Ok(())
     }
@@ -746,18 +768,28 @@ impl Settings {
                 "must be in 1..=100000",
             ));
         }
-        if uploads.grants_per_user == 0 || uploads.grant_window.is_zero() {
+        if uploads.grants_per_user == 0 {
             return Err(invalid(
                 key("uploads.grants_per_user"),
-                "needs at least 1 upload per a non-zero uploads.grant_window",
+                "must be at least 1",
             ));
         }
-        if uploads.max_pending_originals == 0
-            || uploads.max_pending_original_bytes < uploads.max_bytes
-        {
+        if uploads.grant_window.is_zero() {
+            return Err(invalid(
+                key("uploads.grant_window"),
+                "must be longer than zero",
+            ));
+        }
+        if uploads.max_pending_originals == 0 {
+            return Err(invalid(
+                key("uploads.max_pending_originals"),
+                "must be at least 1",
+            ));
+        }
+        if uploads.max_pending_original_bytes < uploads.max_bytes {
             return Err(invalid(
                 key("uploads.max_pending_original_bytes"),
-                "needs at least 1 pending original and room for one upload of uploads.max_bytes",
+                "must leave room for one upload of uploads.max_bytes (AVATAR_MAX_UPLOAD_BYTES)",
             ));
         }
         if self.jobs.lease < Duration::from_secs(1) {
@@ -766,7 +798,7 @@ impl Settings {
         if self.jobs.heartbeat.is_zero() || self.jobs.heartbeat >= self.jobs.lease {
             return Err(invalid(
                 key("jobs.heartbeat"),
-                "must be above 0 and below jobs.lease",
+                "must be above 0 and below jobs.lease (AVATAR_JOB_LEASE)",
             ));
         }
         if self.events.buffer == 0 {
@@ -834,9 +866,13 @@ impl Settings {
         sizes
     }
 
-    /// The effective configuration as TOML, secrets redacted.
+    /// The effective configuration as TOML, secrets redacted, and the userinfo and query of
+    /// every URL-shaped value (whatever its key) replaced by `redacted`.
     pub fn redacted_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+        let rendered = toml::Value::try_from(self).map(redact::redact_urls);
+        rendered
+            .and_then(|v| toml::to_string_pretty(&v))
+            .unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }
 
@@ -879,6 +915,16 @@ mod human_duration {
             Raw::Text(t) => humantime::parse_duration(t.trim())
                 .map_err(|e| format!("`{t}` is not a duration like 90s, 24h or 7d ({e})")),
         }
+        .and_then(|d| {
+            if d > super::bounds::MAX_DURATION {
+                Err(format!(
+                    "{} is too long: at most 100 years",
+                    humantime::format_duration(d)
+                ))
+            } else {
+                Ok(d)
+            }
+        })
     }
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -46,7 +46,11 @@ impl HostPattern {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let raw = raw.trim().to_ascii_lowercase();
         let bad = || format!("`{raw}` is not a host, host:port or *.domain");
-        if raw.is_empty() || raw.contains('/') || raw.contains('@') || raw[1..].contains('*') {
+        if raw.is_empty()
+            || raw.contains('/')
+            || raw.contains('@')
+            || raw.chars().skip(1).any(|c| c == '*')
+        {
             return Err(bad());
         }
         let (wildcard, rest) = match raw.strip_prefix("*.") {

@@ -43,12 +43,16 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    // A mistyped variable leaves its default in force: say so, whatever the command.
+    let unknown = avatar_proxy::config::unknown_variables(std::env::vars());
     match cli.command.unwrap_or(Command::Serve) {
         Command::Config => {
+            warn_unknown(&unknown);
             print!("{}", settings.redacted_toml());
             Ok(())
         }
         Command::Key { user_id } => {
+            warn_unknown(&unknown);
             // Never create a secret here: a new one would print a key the service does not use.
             let found =
                 avatar_proxy::keys::load_secret(&settings.server.key_secret, &settings.cache.dir)
@@ -69,10 +73,20 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Serve => {
             avatar_proxy::telemetry::init_logging(settings.server.log_format);
+            for warning in &unknown {
+                tracing::warn!("{warning}");
+            }
             let app = Application::build(settings)
                 .await
                 .context("start-up failed")?;
             app.run_until_stopped().await.context("server failed")
         }
+    }
+}
+
+/// Unknown variables on stderr, for the commands that do not log.
+fn warn_unknown(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("avatar-proxy: warning: {warning}");
     }
 }

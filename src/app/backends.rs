@@ -45,9 +45,11 @@ impl DatabaseBackend {
         match url.split_once(':').map(|(scheme, _)| scheme) {
             Some("sqlite") => Ok(Self::Sqlite(url.to_owned())),
             Some("postgres" | "postgresql") => {
-                bail!("database.url: PostgreSQL is not built into this binary")
+                bail!(
+                    "database.url (AVATAR_DATABASE_URL): PostgreSQL is not built into this binary"
+                )
             }
-            _ => bail!("database.url: expected sqlite://path (or empty)"),
+            _ => bail!("database.url (AVATAR_DATABASE_URL): expected sqlite://path (or empty)"),
         }
     }
 }
@@ -63,11 +65,11 @@ impl StoreBackend {
             Ok(u) if u.scheme() == "file" => u
                 .to_file_path()
                 .map(Self::Local)
-                .map_err(|()| anyhow::anyhow!("store.url: not a local path")),
+                .map_err(|()| anyhow::anyhow!("store.url (AVATAR_STORE): not a local path")),
             Ok(u) if u.scheme() == "s3" => {
-                bail!("store.url: S3 is not built into this binary")
+                bail!("store.url (AVATAR_STORE): S3 is not built into this binary")
             }
-            _ => bail!("store.url: expected file:///path (or empty)"),
+            _ => bail!("store.url (AVATAR_STORE): expected file:///path (or empty)"),
         }
     }
 }
@@ -78,19 +80,18 @@ pub async fn open(
     store: Option<Arc<dyn BlobStore>>,
 ) -> anyhow::Result<Backends> {
     let dir = &settings.cache.dir;
-    let repo: Arc<dyn Repo> = match DatabaseBackend::from_url(settings.database.url.expose(), dir)?
-    {
-        DatabaseBackend::Sqlite(url) => Arc::new(
-            SqliteRepo::connect(&url)
-                .await
-                .context("cannot open the metadata database (database.url)")?,
-        ),
-    };
+    let repo: Arc<dyn Repo> =
+        match DatabaseBackend::from_url(settings.database.url.expose(), dir)? {
+            DatabaseBackend::Sqlite(url) => Arc::new(SqliteRepo::connect(&url).await.context(
+                "cannot open the metadata database (database.url, AVATAR_DATABASE_URL)",
+            )?),
+        };
     let store = match store {
         Some(store) => store,
         None => match StoreBackend::from_url(&settings.store.url, dir)? {
             StoreBackend::Local(path) => Arc::new(
-                ObjectBlobStore::local(&path).context("cannot open the blob store (store.url)")?,
+                ObjectBlobStore::local(&path)
+                    .context("cannot open the blob store (store.url, AVATAR_STORE)")?,
             ),
         },
     };

@@ -37,7 +37,9 @@ use sha2::{Digest, Sha256};
 use super::rendition::{CacheStatus, Rendition, RenditionKey, SourceKind, etag_from_digest};
 use super::request::{DefaultChoice, FormatChoice};
 use crate::cache::disk::EntryMeta;
-use crate::cache::{DiskEntry, DiskTier, Freshness, Lifetimes, MemoryTier, SingleFlight};
+use crate::cache::{
+    DiskEntry, DiskTier, Freshness, Generations, Lifetimes, MemoryTier, SingleFlight, Stamped,
+};
 use crate::clock::{Clock, Millis, http_date, millis};
 use crate::imaging::{self, ImagePool, PoolError};
 use crate::keys::UserKey;
@@ -83,7 +85,14 @@ pub enum ResolveError {
 
 struct Inner {
     settings: AvatarSettings,
-    memory: MemoryTier<RenditionKey, Rendition>,
+    /// Renditions ready to serve, each with the generation of its key when its build began.
+    memory: MemoryTier<RenditionKey, Stamped<Rendition>>,
+    /// Per user key (uploads, deletes, registrations, purges): bumped by every invalidation, so
+    /// builds begun before it never reach a reader after it.
+    generations: Generations,
+    /// Per upstream copy key (purges): a fetch in flight during a purge leaves nothing on disk.
+    /// Apart from `generations`, so a user's change never costs an unrelated fetch its copy.
+    copy_generations: Generations,
     disk: DiskTier,
     fetcher: Fetcher,
     repo: Arc<dyn Repo>,
@@ -91,14 +100,19 @@ struct Inner {
     store: Arc<dyn BlobStore>,
     clock: Arc<dyn Clock>,
     /// Current uploads, so repeated misses do not query the database; invalidated on change.
-    uploads: moka::sync::Cache<UserKey, Option<Arc<Upload>>>,
+    /// Tagged with the key's generation when the lookup began.
+    uploads: moka::sync::Cache<UserKey, (u64, Option<Arc<Upload>>)>,
     /// Registry lookups, so repeated misses of one key do not query the database each time.
     /// Invalidated on registration; a short TTL bounds drift between replicas.
-    identities: moka::sync::Cache<UserKey, Option<Arc<Identity>>>,
+    /// Tagged with the key's generation when the lookup began.
+    identities: moka::sync::Cache<UserKey, (u64, Option<Arc<Identity>>)>,
     /// Upstream URLs that answered 404, until the given time.
     negative: moka::sync::Cache<Arc<str>, Millis>,
-    renditions: SingleFlight<RenditionKey, Built>,
-    fetches: SingleFlight<Arc<str>, FetchResult>,
+    /// Keyed with the generation too: a request after an invalidation never joins a build
+    /// that began before it.
+    renditions: SingleFlight<(RenditionKey, u64), Built>,
+    /// Keyed by the copy's disk key and its generation (purges bump it).
+    fetches: SingleFlight<(Arc<str>, u64), FetchResult>,
     variants: SingleFlight<String, Result<(Bytes, DiskEntry), ResolveError>>,
     /// Image work (decode, resize, encode), bounded; shared with the upload jobs.
     pool: ImagePool,
@@ -127,6 +141,8 @@ impl Avatars {
             fallback: super::fallback::Fallback::new(&settings.sizes, settings.default),
             settings,
             memory: MemoryTier::new(memory_budget),
+            generations: Generations::default(),
+            copy_generations: Generations::default(),
             disk,
             fetcher,
             repo,
@@ -199,7 +215,21 @@ impl Avatars {
     /// The hot path: the memory tier's answer (fresh, or stale with a refresh started in the
     /// background), with no I/O. `None` means answering takes work ([`Self::serve`]).
     pub fn memory_hit(&self, key: &RenditionKey) -> Option<(Arc<Rendition>, CacheStatus)> {
-        let hit = self.0.memory.get(key)?;
+        self.memory_hit_at(key, self.0.generations.current(key.key.as_str()))
+    }
+
+    /// [`Self::memory_hit`] for a key's generation read by the caller: an entry built before a
+    /// later change of the key (upload, delete, purge) is never served.
+    fn memory_hit_at(
+        &self,
+        key: &RenditionKey,
+        generation: u64,
+    ) -> Option<(Arc<Rendition>, CacheStatus)> {
+        let stamped = self.0.memory.get(key)?;
+        if stamped.generation != generation {
+            return None;
+        }
+        let hit = stamped.value.clone();
         let now = self.0.clock.now_millis();
         if now < hit.fresh_until {
             return Some((hit, CacheStatus::HitMemory));
@@ -218,15 +248,16 @@ impl Avatars {
         &self,
         key: RenditionKey,
     ) -> Result<(Arc<Rendition>, CacheStatus), Arc<ResolveError>> {
-        if let Some(hit) = self.memory_hit(&key) {
+        // Read before anything else: what this request builds is tagged with it.
+        let generation = self.0.generations.current(key.key.as_str());
+        if let Some(hit) = self.memory_hit_at(&key, generation) {
             return Ok(hit);
         }
         let this = self.clone();
-        let flight_key = key.clone();
-        let flight = self
-            .0
-            .renditions
-            .run(flight_key, move || async move { this.build(key).await });
+        let flight_key = (key.clone(), generation);
+        let flight = self.0.renditions.run(flight_key, move || async move {
+            this.build(key, generation).await
+        });
         match tokio::time::timeout(self.0.settings.request_timeout, flight).await {
             Ok(Some(built)) => built,
             Ok(None) => Err(Arc::new(ResolveError::Task)),
@@ -234,8 +265,9 @@ impl Avatars {
         }
     }
 
-    /// Build a rendition from the registry, the caches, the upstream or the defaults.
-    async fn build(&self, rkey: RenditionKey) -> Built {
+    /// Build a rendition from the registry, the caches, the upstream or the defaults;
+    /// `generation` is the key's, read before any of them.
+    async fn build(&self, rkey: RenditionKey, generation: u64) -> Built {
         let (rendition, status) = match UserKey::parse(&rkey.key) {
             None => self.default_rendition(&rkey, None, None).await?,
             Some(user_key) => {
@@ -243,7 +275,7 @@ impl Avatars {
                     && let Some((found, status)) = self.upload_rendition(&rkey, &user_key).await
                 {
                     let rendition = Arc::new(found);
-                    self.0.memory.insert(rkey, rendition.clone());
+                    self.remember(rkey, generation, rendition.clone());
                     return Ok((rendition, status));
                 }
                 let identity = self.identity(&user_key).await;
@@ -267,8 +299,22 @@ impl Avatars {
             }
         };
         let rendition = Arc::new(rendition);
-        self.0.memory.insert(rkey, rendition.clone());
+        self.remember(rkey, generation, rendition.clone());
         Ok((rendition, status))
+    }
+
+    /// Keep a built rendition in the memory tier, tagged with the generation its build began
+    /// under; one whose key was invalidated meanwhile is not kept (and, should the invalidation
+    /// land right after this check, is never read: readers compare the tag).
+    fn remember(&self, rkey: RenditionKey, generation: u64, rendition: Arc<Rendition>) {
+        if !self.0.generations.is_current(rkey.key.as_str(), generation) {
+            return;
+        }
+        let stamped = Stamped {
+            generation,
+            value: rendition,
+        };
+        self.0.memory.insert(rkey, Arc::new(stamped));
     }
 
     /// The version a key's URL serves now, for `?v=`: the upload's, else the cached upstream
@@ -295,8 +341,11 @@ impl Avatars {
         })
     }
 
-    /// Drop a key from the memory tier and the registry cache.
+    /// Drop a key from the memory tier and the registry cache. Call it after the change (upload,
+    /// delete, registration) is committed: builds begun before this call are never served after
+    /// it, wherever they are.
     pub fn forget(&self, key: &UserKey) {
+        self.0.generations.bump(key.as_str());
         self.0.identities.invalidate(key);
         self.0.uploads.invalidate(key);
         let key = key.as_str().to_owned();
@@ -308,6 +357,8 @@ impl Avatars {
         let identity = self.0.repo.identity(key).await?;
         if let Some(url) = identity.and_then(|i| i.upstream_url) {
             let skey = source_key(&url);
+            // Fetches in flight now store nothing that outlives this purge.
+            self.0.copy_generations.bump(&*skey);
             if let Some(entry) = self.0.disk.peek(&skey) {
                 for vkey in self
                     .0

@@ -331,3 +331,88 @@ pub(super) fn merge(base: &mut toml::Table, overlay: toml::Table) {
         }
     }
 }
+
+/// The environment variable that sets a dotted key (`cache.ttl` → `AVATAR_CACHE_TTL`,
+/// `upstreams.azure.pat` → `AVATAR_UPSTREAM_AZURE_PAT`); list indices are ignored.
+pub(super) fn env_name_of(path: &str) -> Option<String> {
+    let path = path.split('[').next().unwrap_or(path);
+    if let Some(&(var, _, _)) = ENV_KEYS.iter().find(|(_, key, _)| *key == path) {
+        return Some(var.to_owned());
+    }
+    let rest = path.strip_prefix("upstreams.")?;
+    let (name, field) = rest.rsplit_once('.').unwrap_or((rest, ""));
+    let field = UPSTREAM_FIELDS
+        .iter()
+        .find(|(f, _)| f.eq_ignore_ascii_case(field))
+        .map_or(String::new(), |(f, _)| format!("_{f}"));
+    Some(format!(
+        "AVATAR_UPSTREAM_{}{field}",
+        name.to_ascii_uppercase()
+    ))
+}
+
+/// Variables read outside the settings table (the command line's `--config`).
+const OTHER_VARIABLES: &[&str] = &["AVATAR_CONFIG"];
+
+/// Warnings for `AVATAR_*` variables that set nothing (a typo leaves its default in force),
+/// each with the closest known name when one is within a small edit distance:
+/// `unknown variable AVATAR_CACHE_TTL_HOUR; did you mean AVATAR_CACHE_TTL_HOURS?`.
+/// Upstream variables (`AVATAR_UPSTREAM_<NAME>_<FIELD>`) are checked by loading instead.
+pub fn unknown_variables(env: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+    let known = || {
+        ENV_KEYS
+            .iter()
+            .map(|(var, _, _)| *var)
+            .chain(OTHER_VARIABLES.iter().copied())
+    };
+    let mut names: Vec<String> = env
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name.starts_with("AVATAR_"))
+        .filter(|name| !known().any(|k| k == name))
+        .filter(|name| !matches!(env_key(name), Ok(Some(_)) | Err(_)))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let closest = known()
+                .map(|k| (strsim::levenshtein(&name, k), k))
+                .min()
+                .filter(|(distance, _)| *distance <= 3);
+            match closest {
+                Some((_, k)) => format!("unknown variable {name}; did you mean {k}?"),
+                None => format!("unknown variable {name}; it sets nothing"),
+            }
+        })
+        .collect()
+}
+
+/// Every plain variable that holds a number or a duration (`AVATAR_JOB_WORKERS`,
+/// `AVATAR_CACHE_TTL`, …): integer kinds, and text kinds whose default is a duration (or, like
+/// `cache.ttl`, absent). For tests that try extreme values of each.
+pub fn numeric_variables() -> Vec<&'static str> {
+    let defaults: toml::Table = super::DEFAULT_TOML.parse().unwrap_or_default();
+    let default_of = |key: &str| {
+        key.split('.')
+            .try_fold(None::<&toml::Value>, |at, part| match at {
+                None => defaults.get(part).map(Some),
+                Some(toml::Value::Table(t)) => t.get(part).map(Some),
+                Some(_) => None,
+            })
+            .flatten()
+    };
+    ENV_KEYS
+        .iter()
+        .filter(|(_, key, kind)| match kind {
+            Kind::Int | Kind::IntList => true,
+            Kind::Str => match default_of(key) {
+                None => true,
+                Some(toml::Value::String(s)) => humantime::parse_duration(s).is_ok(),
+                Some(_) => false,
+            },
+            Kind::Bool | Kind::StrList => false,
+        })
+        .map(|(var, _, _)| *var)
+        .collect()
+}

@@ -179,11 +179,16 @@ fn decode_limits_default_to_the_documented_values_and_refuse_nonsense() {
 #[test]
 fn the_demo_page_is_on_by_default_on_loopback_only() {
     assert!(load(&[]).expect("loads").demo_enabled());
-    let public = load(&[("AVATAR_LISTEN", "0.0.0.0:8080")]).expect("loads");
+    let base = ("AVATAR_PUBLIC_BASE_URL", "https://avatars.example.com");
+    let public = load(&[("AVATAR_LISTEN", "0.0.0.0:8080"), base]).expect("loads");
     assert_eq!(public.demo.enabled, DemoMode::Auto);
     assert!(!public.demo_enabled());
-    let forced =
-        load(&[("AVATAR_LISTEN", "0.0.0.0:8080"), ("AVATAR_DEMO", "true")]).expect("loads");
+    let forced = load(&[
+        ("AVATAR_LISTEN", "0.0.0.0:8080"),
+        ("AVATAR_DEMO", "true"),
+        base,
+    ])
+    .expect("loads");
     assert!(forced.demo_enabled());
     let off = load(&[("AVATAR_DEMO", "false")]).expect("loads");
     assert!(!off.demo_enabled());
@@ -234,4 +239,152 @@ fn rate_limits_and_stream_bounds_default_sanely_and_come_from_the_environment() 
         (s.events.max_message_bytes, s.events.max_streams_per_user),
         (512, 3)
     );
+}
+
+#[test]
+fn printed_configuration_redacts_the_userinfo_and_query_of_every_url() {
+    let s = load(&[
+        (
+            "AVATAR_WEBHOOK_URL",
+            "https://hooks.example/x?token=hook-very-secret",
+        ),
+        ("AVATAR_WEBHOOK_SECRET", "whsec_x"),
+        (
+            "AVATAR_STORE",
+            "s3://store-user:store-very-secret@bucket/prefix",
+        ),
+        (
+            "AVATAR_PUBLIC_BASE_URL",
+            "https://base-user:base-very-secret@avatars.example/?k=base-very-secret",
+        ),
+        (
+            "AVATAR_CORS_ORIGINS",
+            "https://app.example?t=cors-very-secret",
+        ),
+        (
+            "AVATAR_DATABASE_URL",
+            "postgres://user:db-very-secret@db/avatars",
+        ),
+    ])
+    .expect("loads");
+    let text = s.redacted_toml();
+    assert!(!text.contains("very-secret"), "{text}");
+    assert!(
+        !text.contains("store-user") && !text.contains("base-user"),
+        "{text}"
+    );
+    assert!(text.contains("https://hooks.example/x?redacted"), "{text}");
+    assert!(text.contains("s3://redacted@bucket/prefix"), "{text}");
+}
+
+#[test]
+fn a_host_pattern_starting_with_a_non_ascii_letter_is_normalised_not_a_panic() {
+    for (raw, punycode) in [
+        ("übel.example", "xn--bel-goa.example"),
+        ("bücher.example", "xn--bcher-kva.example"),
+        ("*.bücher.example", "*.xn--bcher-kva.example"),
+    ] {
+        let s = load(&[("AVATAR_UPSTREAM_X_HOSTS", raw)]).expect("loads");
+        assert_eq!(s.upstreams["x"].hosts[0].to_string(), punycode);
+    }
+    let err = load(&[("AVATAR_UPSTREAM_X_HOSTS", "ü*.example")]).expect_err("rejects");
+    assert!(err.to_string().contains("AVATAR_UPSTREAM_X_HOSTS"), "{err}");
+}
+
+#[test]
+fn extreme_numbers_and_durations_are_refused_naming_the_variable() {
+    let values = [
+        "-1",
+        "100000000",
+        "9223372036854775807",
+        "18446744073709551616",
+        "500000000y",
+        "99999999999999d",
+    ];
+    let variables = numeric_variables();
+    assert!(variables.contains(&"AVATAR_JOB_WORKERS") && variables.contains(&"AVATAR_CACHE_TTL"));
+    for var in variables
+        .into_iter()
+        .chain(["AVATAR_UPSTREAM_X_MAX_CONCURRENT"])
+    {
+        for value in values {
+            let loaded = load(&[(var, value), ("AVATAR_UPSTREAM_X_HOSTS", "x.example")]);
+            // A value may be fine (a rewrite body of 100 MB); a refusal names the variable.
+            if let Err(err) = loaded {
+                assert!(err.to_string().contains(var), "{var}={value}: {err}");
+            }
+        }
+    }
+    for (var, value) in [
+        ("AVATAR_IMAGE_WORKERS", "100000000"),
+        ("AVATAR_JOB_WORKERS", "100000000"),
+        (
+            "AVATAR_CACHE_MAX_CONCURRENT_DOWNLOADS",
+            "9223372036854775807",
+        ),
+        ("AVATAR_UPSTREAM_X_MAX_CONCURRENT", "9223372036854775807"),
+        ("AVATAR_EVENTS_BUFFER", "100000000"),
+        ("AVATAR_CACHE_TTL", "500000000y"),
+        ("AVATAR_CACHE_TTL_HOURS", "9223372036854775807"),
+        ("AVATAR_REQUEST_TIMEOUT", "99999999999999d"),
+    ] {
+        let err = load(&[(var, value), ("AVATAR_UPSTREAM_X_HOSTS", "x.example")]).expect_err(var);
+        assert!(err.to_string().contains(var), "{var}={value}: {err}");
+    }
+}
+
+#[test]
+fn every_error_names_the_variable_even_when_the_value_came_from_elsewhere() {
+    let err = load(&[("AVATAR_CACHE_TTL_HOURS", "0")]).expect_err("rejects");
+    assert!(err.to_string().contains("AVATAR_CACHE_TTL_HOURS"), "{err}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[jobs]\nworkers = 100000000\n").expect("write");
+    let err = Settings::load_from(Some(&path), []).expect_err("rejects");
+    assert!(
+        err.to_string()
+            .contains("jobs.workers (AVATAR_JOB_WORKERS)"),
+        "{err}"
+    );
+    assert_eq!(
+        env::env_name_of("upstreams.azure.max_concurrent").as_deref(),
+        Some("AVATAR_UPSTREAM_AZURE_MAX_CONCURRENT")
+    );
+}
+
+#[test]
+fn unknown_variables_are_reported_with_the_closest_name() {
+    let env = [
+        ("AVATAR_CACHE_TTL_HOUR", "5"),
+        ("AVATAR_CACHE_TTL_HOURS", "5"),
+        ("AVATAR_CONFIG", "x.toml"),
+        ("AVATAR_UPSTREAM_A_HOSTS", "a.example"),
+        ("AVATAR_SOMETHING_ELSE_ENTIRELY", "1"),
+        ("HOME", "/root"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    assert_eq!(
+        unknown_variables(env),
+        [
+            "unknown variable AVATAR_CACHE_TTL_HOUR; did you mean AVATAR_CACHE_TTL_HOURS?",
+            "unknown variable AVATAR_SOMETHING_ELSE_ENTIRELY; it sets nothing",
+        ]
+    );
+}
+
+#[test]
+fn a_wildcard_listen_address_needs_a_public_base_url() {
+    for listen in ["0.0.0.0:8080", "[::]:8080"] {
+        let err = load(&[("AVATAR_LISTEN", listen)]).expect_err("refuses");
+        let text = err.to_string();
+        assert!(text.contains("AVATAR_PUBLIC_BASE_URL"), "{text}");
+        assert!(text.contains("https://avatars.example.com"), "{text}");
+        let s = load(&[
+            ("AVATAR_LISTEN", listen),
+            ("AVATAR_PUBLIC_BASE_URL", "https://avatars.example.com"),
+        ])
+        .expect("loads with a public URL");
+        assert!(s.server.listen.ip().is_unspecified());
+    }
+    load(&[("AVATAR_LISTEN", "127.0.0.1:8080")]).expect("a specific address needs none");
 }

@@ -116,7 +116,12 @@ async fn with_demo_mode_off_there_is_no_page_and_no_token_is_ever_minted() {
 #[tokio::test]
 async fn auto_mode_is_off_on_a_non_loopback_listener_unless_avatar_demo_is_true() {
     // Bound on every interface, reached over loopback only.
-    let auto = spawn_app(&[("AVATAR_LISTEN", "0.0.0.0:0".into())]).await;
+    // A wildcard listener needs the public URL browsers use.
+    let public = (
+        "AVATAR_PUBLIC_BASE_URL",
+        "http://avatars.example.com".to_owned(),
+    );
+    let auto = spawn_app(&[("AVATAR_LISTEN", "0.0.0.0:0".into()), public.clone()]).await;
     let base = auto.base.replace("0.0.0.0", "127.0.0.1");
     let page = auto
         .client
@@ -137,6 +142,7 @@ async fn auto_mode_is_off_on_a_non_loopback_listener_unless_avatar_demo_is_true(
     let forced = spawn_app(&[
         ("AVATAR_LISTEN", "0.0.0.0:0".into()),
         ("AVATAR_DEMO", "true".into()),
+        public,
     ])
     .await;
     let base = forced.base.replace("0.0.0.0", "127.0.0.1");

@@ -218,6 +218,9 @@ pub enum Behaviour {
     Encoded(Bytes, &'static str),
     /// A redirect whose `Location` is these raw bytes (UTF-8 or not, unescaped).
     RawRedirect(Vec<u8>),
+    /// The image once the test lets it through: each request takes one permit of the gate
+    /// (`gate.add_permits(n)` releases n), so a fetch stays in flight until the test says so.
+    Gated(Bytes, Arc<tokio::sync::Semaphore>),
 }
 
 #[derive(Default)]
@@ -328,6 +331,10 @@ async fn serve(
         Behaviour::Image(bytes) => image_response(bytes, &headers),
         Behaviour::Slow(bytes, delay) => {
             tokio::time::sleep(delay).await;
+            image_response(bytes, &headers)
+        }
+        Behaviour::Gated(bytes, gate) => {
+            gate.acquire().await.expect("gate open").forget();
             image_response(bytes, &headers)
         }
         Behaviour::Status(code) => StatusCode::from_u16(code).expect("status").into_response(),

@@ -12,6 +12,7 @@ mod error_shape;
 mod event_streams;
 mod identities;
 mod image_content;
+mod invalidation_races;
 mod ops;
 mod rate_limits;
 mod serving;

@@ -5,13 +5,18 @@ use super::*;
 
 impl Avatars {
     pub(super) async fn identity(&self, key: &UserKey) -> Option<Arc<Identity>> {
-        if let Some(found) = self.0.identities.get(key) {
+        let generation = self.0.generations.current(key.as_str());
+        if let Some((tag, found)) = self.0.identities.get(key)
+            && tag == generation
+        {
             return found;
         }
         match self.0.repo.identity(key).await {
             Ok(found) => {
                 let found = found.map(Arc::new);
-                self.0.identities.insert(key.clone(), found.clone());
+                self.0
+                    .identities
+                    .insert(key.clone(), (generation, found.clone()));
                 found
             }
             Err(e) => {

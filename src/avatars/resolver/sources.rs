@@ -158,13 +158,21 @@ impl Avatars {
         validators: Option<Validators>,
     ) -> FetchResult {
         let key = source_key(url);
+        let generation = self.0.copy_generations.current(&*key);
         let this = self.clone();
         let url = url.to_owned();
-        let flight_key = key.clone();
+        let flight_key = (key.clone(), generation);
         self.0
             .fetches
             .run(flight_key, move || async move {
-                this.fetch_and_store(key, url, validators).await
+                let result = this.fetch_and_store(key.clone(), url, validators).await;
+                // Purged while in flight: what was stored is not the state after the purge.
+                // (Stored first, checked second; the purge bumps first, removes second: one of
+                // the two removes it.)
+                if !this.0.copy_generations.is_current(&*key, generation) {
+                    this.0.disk.remove(&key).await;
+                }
+                result
             })
             .await
             .unwrap_or_else(|| {
@@ -275,7 +283,7 @@ impl Avatars {
             }
             this.0
                 .memory
-                .invalidate_where(move |_, r| r.source_key.as_deref() == Some(&*key));
+                .invalidate_where(move |_, r| r.value.source_key.as_deref() == Some(&*key));
         });
     }
 

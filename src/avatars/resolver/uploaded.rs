@@ -68,7 +68,10 @@ impl Avatars {
     }
 
     pub(super) async fn upload_of(&self, key: &UserKey) -> Option<Arc<Upload>> {
-        if let Some(found) = self.0.uploads.get(key) {
+        let generation = self.0.generations.current(key.as_str());
+        if let Some((tag, found)) = self.0.uploads.get(key)
+            && tag == generation
+        {
             return found;
         }
         match self.0.repo.avatar(key).await {
@@ -80,7 +83,9 @@ impl Avatars {
                         updated_at: r.updated_at,
                     })
                 });
-                self.0.uploads.insert(key.clone(), found.clone());
+                self.0
+                    .uploads
+                    .insert(key.clone(), (generation, found.clone()));
                 found
             }
             Err(e) => {
