@@ -808,7 +808,8 @@ pub mod contract {
             created_at: 1,
         };
         let (stale, used, fresh) = (grant(10, None), grant(10, Some(5)), grant(1_000, None));
-        for g in [&stale, &used, &fresh] {
+        let in_use = grant(10, Some(5));
+        for g in [&stale, &used, &fresh, &in_use] {
             repo.create_upload(g).await.expect("create");
         }
         let job = |status, updated_at| JobRecord {
@@ -826,18 +827,27 @@ pub mod contract {
             created_at: 0,
             updated_at,
         };
-        let (old_done, queued, new_done) = (
+        let (old_done, mut queued, new_done) = (
             job(JobStatus::Failed, 10),
             job(JobStatus::Queued, 10),
             job(JobStatus::Completed, 1_000),
         );
+        queued.upload_id = in_use.upload_id.clone();
         for j in [&old_done, &queued, &new_done] {
             repo.enqueue_job(j).await.expect("enqueue");
         }
         // Earlier contract steps may leave finished jobs of their own: count at least ours.
         assert!(repo.purge_expired(500, 500).await.expect("purge") >= 2);
         assert_eq!(repo.upload(&stale.upload_id).await.expect("get"), None);
-        assert!(repo.upload(&used.upload_id).await.expect("get").is_some());
+        assert_eq!(
+            repo.upload(&used.upload_id).await.expect("get"),
+            None,
+            "an upload past retention whose job ended has an end too"
+        );
+        assert!(
+            repo.upload(&in_use.upload_id).await.expect("get").is_some(),
+            "a queued job still reads its upload"
+        );
         assert!(repo.upload(&fresh.upload_id).await.expect("get").is_some());
         assert_eq!(repo.job(&old_done.job_id).await.expect("get"), None);
         assert!(repo.job(&queued.job_id).await.expect("get").is_some());

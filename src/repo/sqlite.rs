@@ -501,11 +501,17 @@ impl Repo for SqliteRepo {
         grants_before: Millis,
         jobs_before: Millis,
     ) -> Result<u64, RepoError> {
-        let grants =
-            sqlx::query("DELETE FROM uploads WHERE expires_at < ?1 AND received_bytes IS NULL")
-                .bind(grants_before)
-                .execute(&self.pool)
-                .await?;
+        // Grants never used, and uploads whose original is past retention (its job, if any,
+        // finished): nothing can be done with either any more. An upload a queued or running
+        // job still reads stays until that job ends.
+        let grants = sqlx::query(
+            "DELETE FROM uploads WHERE expires_at < ?1 AND NOT EXISTS (
+                 SELECT 1 FROM jobs WHERE jobs.upload_id = uploads.upload_id
+                 AND jobs.status IN ('queued', 'processing'))",
+        )
+        .bind(grants_before)
+        .execute(&self.pool)
+        .await?;
         let jobs = sqlx::query(
             "DELETE FROM jobs WHERE status IN ('completed', 'failed') AND updated_at < ?1",
         )
