@@ -9,10 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use sha2::{Digest, Sha256};
-
-use super::rendition::{Rendition, RenditionKey, SourceKind, etag_from_digest};
+use super::rendition::{Rendition, RenditionKey};
 use super::request::DefaultChoice;
 use super::resolver::Avatars;
 use crate::imaging::{self, DefaultStyle, OutputFormat, Preferred};
@@ -36,19 +33,7 @@ impl Fallback {
             let preferred = Preferred::Exactly(OutputFormat::Png);
             match imaging::render_default(style, b"", None, size, preferred) {
                 Ok(encoded) => {
-                    let digest = hex::encode(Sha256::digest(&encoded.bytes));
-                    let rendition = Rendition {
-                        found: true,
-                        content_type: encoded.format.content_type(),
-                        etag: etag_from_digest(&digest),
-                        last_modified: None,
-                        source: SourceKind::Default,
-                        version: None,
-                        source_key: None,
-                        fresh_until: 0,
-                        stale_until: 0,
-                        bytes: Bytes::from(encoded.bytes),
-                    };
+                    let rendition = Rendition::generated(encoded, 0);
                     images.push((size, Arc::new(rendition)));
                 }
                 Err(e) => {

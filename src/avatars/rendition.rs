@@ -125,6 +125,26 @@ pub struct Rendition {
     pub stale_until: Millis,
 }
 
+impl Rendition {
+    /// A generated default image (identicon, silhouette, initials, blank), fresh until
+    /// `fresh_until` and never served stale past it.
+    pub fn generated(encoded: crate::imaging::Encoded, fresh_until: Millis) -> Self {
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&encoded.bytes));
+        Self {
+            found: true,
+            content_type: encoded.format.content_type(),
+            etag: etag_from_digest(&digest),
+            last_modified: None,
+            source: SourceKind::Default,
+            version: None,
+            source_key: None,
+            fresh_until,
+            stale_until: fresh_until,
+            bytes: Bytes::from(encoded.bytes),
+        }
+    }
+}
+
 impl Weighted for Rendition {
     fn weight(&self) -> u32 {
         // Payload plus a fixed estimate of the struct, key and header values.

@@ -33,19 +33,7 @@ impl Avatars {
             })
             .await
             .map_err(Arc::new)?;
-        let digest = hex::encode(Sha256::digest(&encoded.bytes));
-        let rendition = Rendition {
-            found: true,
-            content_type: encoded.format.content_type(),
-            etag: etag_from_digest(&digest),
-            last_modified: None,
-            source: SourceKind::Default,
-            version: None,
-            source_key: None,
-            fresh_until,
-            stale_until: fresh_until,
-            bytes: Bytes::from(encoded.bytes),
-        };
+        let rendition = Rendition::generated(encoded, fresh_until);
         Ok((rendition, CacheStatus::Miss))
     }
 }
