@@ -12,7 +12,8 @@
 //! The journal is replayed at start, in the background; until then a lookup waits for it
 //! (bounded by [`REBUILD_WAIT`]) instead of missing and refetching from the upstream.
 //!
-//! Disk use stays within the budget plus a margin: at most 256 first-level directories (1 MiB),
+//! Disk use stays within the budget plus a margin (an eviction also removes the content
+//! directories it leaves empty): at most 256 first-level directories (1 MiB),
 //! the journal's dead lines (at most half its live lines plus 256 KiB, then it is compacted) and
 //! writes in flight. Content files whose key is gone and empty directories are collected by the
 //! cleanup task.
@@ -492,6 +493,12 @@ impl Inner {
         };
         if last {
             let _ = cacache::remove_hash_sync(&self.dir, integrity);
+            // cacache fans content out over `content-v2/sha256/xx/yy/`: a directory left empty
+            // would outlive its entry (4 KiB each, up to 65,536 of them). Still under the lock
+            // writers hold while they create these directories.
+            let fan_out = self.dir.join("content-v2").join("sha256").join(&hex[..2]);
+            let _ = std::fs::remove_dir(fan_out.join(&hex[2..4]));
+            let _ = std::fs::remove_dir(fan_out);
         }
     }
 }
@@ -602,7 +609,7 @@ mod tests {
                         .expect("put");
                 }
             }
-            tier.collect_garbage(Duration::ZERO);
+            // No cleanup run in between: evictions must leave nothing behind themselves.
             let used = disk_usage(dir.path());
             // First-level directories, dead journal lines, the journal's own blocks.
             let margin = 1536 * 1024;

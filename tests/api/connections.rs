@@ -40,6 +40,23 @@ async fn a_client_trickling_headers_is_closed_at_the_header_read_timeout() {
 }
 
 #[tokio::test]
+async fn a_client_that_connects_and_sends_nothing_is_closed_at_the_header_read_timeout() {
+    let app = spawn_app(&[("AVATAR_HEADER_READ_TIMEOUT", "10s".into())]).await;
+    let mut silent = TcpStream::connect(address(&app)).await.expect("connect");
+    // The start of the HTTP/2 preface, then nothing: a protocol sniff would wait for ever.
+    let mut half_preface = TcpStream::connect(address(&app)).await.expect("connect");
+    half_preface.write_all(b"PRI * HT").await.expect("write");
+    tokio::time::pause();
+    for stream in [&mut silent, &mut half_preface] {
+        let closed = tokio::time::timeout(Duration::from_secs(120), read_to_close(stream)).await;
+        assert!(
+            closed.is_ok(),
+            "a connection that said nothing stayed open for 120 s"
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_idle_kept_alive_connection_is_closed_at_the_same_timeout() {
     let app = spawn_app(&[("AVATAR_HEADER_READ_TIMEOUT", "10s".into())]).await;
     let mut stream = TcpStream::connect(address(&app)).await.expect("connect");

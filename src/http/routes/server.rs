@@ -5,9 +5,12 @@
 //! connection builder with:
 //!
 //! - a header-read timeout (`AVATAR_HEADER_READ_TIMEOUT`): a client that sends half a request
-//!   line and trickles headers is closed when it runs out; in HTTP/1.1 the same timer runs while
-//!   a kept-alive connection waits for its next request, so it is the idle timeout too. HTTP/2
-//!   connections are pinged at that interval and closed when a ping goes unanswered.
+//!   line and trickles headers is closed when it runs out. The timer starts with the connection,
+//!   so a client that connects and sends nothing at all is closed too, and it runs again while a
+//!   kept-alive connection waits for its next request, so it is the idle timeout as well. The
+//!   server speaks HTTP/1.1 only: HTTP/2 without TLS (h2c) would need a protocol sniff first,
+//!   and a client that never completes one would hold its connection past every timer (hyper
+//!   #3756). Browsers speak HTTP/2 to the TLS-terminating proxy in front, not to this port.
 //! - a connection cap (`AVATAR_MAX_CONNECTIONS`): past it, the listener stops accepting until a
 //!   connection ends (clients wait in the kernel's backlog instead of exhausting descriptors).
 //! - a bounded graceful shutdown (`AVATAR_SHUTDOWN_TIMEOUT`): on the signal the listener closes,
@@ -21,12 +24,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 /// Bounds of the connection loop.
 #[derive(Debug, Clone, Copy)]
@@ -57,19 +59,14 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(limits.header_read_timeout)
-        .keep_alive_timeout(limits.header_read_timeout);
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
+    // Cancelled at shutdown: every connection finishes its request in flight, then closes.
+    let closing = CancellationToken::new();
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -87,19 +84,28 @@ where
             tower::ServiceExt::oneshot(service.clone(), request)
         });
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+            .serve_connection(TokioIo::new(stream), hyper_service)
+            .with_upgrades();
+        let closing = closing.clone();
         connections.spawn(async move {
             // Errors here are the client's (reset, timeout, malformed request): nothing to log.
-            let _ = connection.await;
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = closing.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
             drop(permit);
         });
         while connections.try_join_next().is_some() {}
     }
     drop(listener);
+    closing.cancel();
+    let all_closed = async { while connections.join_next().await.is_some() {} };
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = all_closed => {}
         () = tokio::time::sleep(limits.shutdown_timeout) => {
             tracing::warn!(
                 open = connections.len(),
