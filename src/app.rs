@@ -376,7 +376,7 @@ fn build_avatars(settings: &Settings, core: &Core, disk: DiskTier) -> anyhow::Re
         },
         negative_ttl: settings.cache.negative_ttl,
         limits,
-        request_timeout: settings.server.request_timeout,
+        request_timeout: settings.server.serve_timeout,
     };
     Ok(Avatars::new(
         avatar_settings,

@@ -159,6 +159,11 @@ pub struct ServerSettings {
     /// (`AVATAR_SHUTDOWN_TIMEOUT`).
     #[serde(with = "human_duration")]
     pub shutdown_timeout: Duration,
+    /// Longest an `/avatar` request waits for a slow path (an upstream fetch, a render) before
+    /// it answers with the key's default; the work goes on for later requests
+    /// (`AVATAR_SERVE_TIMEOUT`).
+    #[serde(with = "human_duration")]
+    pub serve_timeout: Duration,
     /// Time to render the key's default when an avatar could not be resolved, before the
     /// pre-rendered default is served (`AVATAR_FALLBACK_TIMEOUT`).
     #[serde(with = "human_duration")]
@@ -652,6 +657,20 @@ impl Settings {
 
     /// The listener, the public URL, the service keys, the rewrite limits.
     fn validate_server(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        if let Some(url) = &self.server.public_base_url
+            && (!url.username().is_empty() || url.password().is_some())
+        {
+            return Err(invalid(
+                key("server.public_base_url"),
+                "must not carry a user name or password (browsers receive it in every URL)",
+            ));
+        }
+        if self.server.serve_timeout.is_zero() {
+            return Err(invalid(
+                key("server.serve_timeout"),
+                "must be longer than zero",
+            ));
+        }
         if let Some(url) = &self.server.public_base_url
             && !matches!(url.scheme(), "http" | "https")
         {

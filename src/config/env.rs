@@ -44,6 +44,7 @@ pub(super) const ENV_KEYS: &[(&str, &str, Kind)] = &[
         "server.shutdown_timeout",
         Kind::Str,
     ),
+    ("AVATAR_SERVE_TIMEOUT", "server.serve_timeout", Kind::Str),
     (
         "AVATAR_FALLBACK_TIMEOUT",
         "server.fallback_timeout",

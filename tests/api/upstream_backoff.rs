@@ -421,3 +421,39 @@ async fn a_failed_fetch_is_remembered_for_every_size_and_format() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_cold_avatar_behind_a_slow_upstream_answers_the_default_at_the_serve_timeout_then_the_picture()
+ {
+    let upstream = FakeUpstream::start().await;
+    let path = "avatars/slow-cold.jpg";
+    upstream.set(
+        path,
+        Behaviour::Slow(jpeg([200, 30, 30], 64), Duration::from_millis(1500)),
+    );
+    let mut env = upstream_env("IDP", upstream.addr);
+    env.push(("AVATAR_SERVE_TIMEOUT", "200ms".into()));
+    let app = spawn_app(&env).await;
+    let key = app.register("slow-cold", &upstream.url(path)).await;
+    // The upstream takes longer than the serve timeout: the <img> gets the default at once.
+    let first = app.get(&format!("/avatar/{key}?s=64")).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-avatar-source"], "default");
+    assert_eq!(first.headers()["cache-control"], "public, max-age=60");
+    // The fetch went on in the background: once it is done, the picture is served.
+    upstream.wait_for_hits(path, 1).await;
+    let mut source = String::new();
+    for _ in 0..300 {
+        let r = app.get(&format!("/avatar/{key}?s=64")).await;
+        source = r.headers()["x-avatar-source"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        if source == "upstream" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(source, "upstream");
+    assert_eq!(upstream.hits(path), 1, "one fetch, not one per request");
+}
